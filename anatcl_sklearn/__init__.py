@@ -1,5 +1,30 @@
-"""anatcl-sklearn: AnatCL anatomical foundation models for brain MRI in scikit-learn."""
+"""anatcl-sklearn: AnatCL anatomical foundation models for brain MRI in scikit-learn.
 
+The public surface: :class:`AnatCLEmbedder` (pretrain and embed), :class:`AnatomyScaler`,
+:func:`load_checkpoint`, :func:`check_images`, and the sub-packages :mod:`~anatcl_sklearn.models`,
+:mod:`~anatcl_sklearn.losses`, :mod:`~anatcl_sklearn.anatomy` and
+:mod:`~anatcl_sklearn.datasets`.
+"""
+
+from ._images import GridWarning, ImageCollection, check_images
 from ._version import __version__
+from .anatomy import AnatomyScaler, read_aparc_stats, read_aparcstats2table
+from .datasets import load_openbhb, make_synthetic_brains
+from .embedder import AnatCLEmbedder, NonFiniteLossError
+from .models import AnatCLModel, load_checkpoint
 
-__all__ = ["__version__"]
+__all__ = [
+    "AnatCLEmbedder",
+    "AnatCLModel",
+    "AnatomyScaler",
+    "GridWarning",
+    "ImageCollection",
+    "NonFiniteLossError",
+    "__version__",
+    "check_images",
+    "load_checkpoint",
+    "load_openbhb",
+    "make_synthetic_brains",
+    "read_aparc_stats",
+    "read_aparcstats2table",
+]

@@ -1,0 +1,120 @@
+"""skorch callbacks around the training loop: learning-rate schedule, Ctrl-C safety, resumption.
+
+Everything around the loop is a callback (skorch's way), so the loop itself stays skorch's.
+"""
+
+import copy
+import os
+import tempfile
+import warnings
+
+import torch
+from skorch.callbacks import Callback
+from skorch.history import History
+
+
+class StepLR(Callback):
+    """Multiply the learning rate by ``gamma`` every ``step`` epochs (the paper's schedule).
+
+    The rate is computed in closed form from the epoch number, ``lr * gamma ** (epoch // step)``,
+    exactly what :class:`torch.optim.lr_scheduler.StepLR` produces, but with no scheduler
+    state to save: a resumed run gets the right rate from its history alone.
+    """
+
+    def __init__(self, lr, step, gamma):
+        self.lr = lr
+        self.step = step
+        self.gamma = gamma
+
+    def on_epoch_begin(self, net, **kwargs):
+        epoch = len(net.history) - 1  # skorch adds the new epoch's row before callbacks run
+        lr = self.lr * self.gamma ** (epoch // self.step)
+        for group in net.optimizer_.param_groups:
+            group["lr"] = lr
+        net.history.record("lr", lr)
+
+
+def _unwrap(module):
+    return module.module if isinstance(module, torch.nn.DataParallel) else module
+
+
+def _cpu_state(module):
+    return {k: v.detach().to("cpu", copy=True) for k, v in _unwrap(module).state_dict().items()}
+
+
+class KeepLastEpoch(Callback):
+    """Keep the weights of the last finished epoch, and restore them if training is interrupted.
+
+    skorch swallows ``KeyboardInterrupt`` (Ctrl-C) and returns normally; the weights then are
+    those of a half-finished epoch. This callback snapshots the weights (on the CPU) at the end
+    of each epoch and, when ``on_train_end`` sees an unfinished epoch, puts the snapshot back,
+    drops the unfinished history row and sets ``interrupted_epoch_``.
+    """
+
+    def on_train_begin(self, net, **kwargs):
+        self.snapshot_ = _cpu_state(net.module_)
+        self.interrupted_epoch_ = None
+
+    def on_epoch_end(self, net, **kwargs):
+        self.snapshot_ = _cpu_state(net.module_)
+
+    def on_train_end(self, net, **kwargs):
+        if len(net.history) and "train_loss" not in net.history[-1]:
+            self.interrupted_epoch_ = len(net.history)
+            _unwrap(net.module_).load_state_dict(self.snapshot_)
+            del net.history[-1]
+        self.snapshot_ = None  # do not carry a second copy of the weights into pickles
+
+
+class ResumableCheckpoint(Callback):
+    """Save everything needed to resume at the end of every epoch, atomically.
+
+    One file holds the module weights, the optimizer state, the history and the states of the
+    random generators (shuffling and augmentation), so an interrupted or crashed fit resumes
+    from its last finished epoch. The file is written to a temporary name and renamed, so a
+    crash while saving never leaves a truncated checkpoint.
+
+    Parameters
+    ----------
+    path : str
+        The checkpoint file.
+    generators : dict of str to torch.Generator
+        Generators whose states are saved and restored.
+    """
+
+    def __init__(self, path, generators=None):
+        self.path = path
+        self.generators = generators or {}
+
+    def on_epoch_end(self, net, **kwargs):
+        state = {
+            "model": _cpu_state(net.module_),
+            "optimizer": net.optimizer_.state_dict(),
+            "history": net.history.to_list(),
+            "generators": {k: g.get_state() for k, g in self.generators.items()},
+        }
+        directory = os.path.dirname(self.path)
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save(state, tmp)
+            os.replace(tmp, self.path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    def restore(self, net):
+        """Load the checkpoint into an initialized ``net``; return the number of epochs done."""
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a corrupt file must not stop the user: start over, loudly
+            warnings.warn(f"Could not read checkpoint {self.path!r} ({exc}); training from scratch.")
+            return 0
+        _unwrap(net.module_).load_state_dict(state["model"])
+        net.optimizer_.load_state_dict(state["optimizer"])
+        net.history = History(copy.deepcopy(state["history"]))
+        for name, gen_state in state.get("generators", {}).items():
+            if name in self.generators:
+                self.generators[name].set_state(gen_state)
+        return len(net.history)

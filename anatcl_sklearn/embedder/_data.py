@@ -1,0 +1,40 @@
+"""The torch Dataset that carries images with their per-subject metadata.
+
+skorch hands fit params whole to every batch (it does not slice them), so age and anatomy
+travel inside X: each item is ``({"x": volume, "age": a, "anatomy": A}, 0)`` and the default
+collate stacks them per batch. Volumes are read lazily from an
+:class:`~anatcl_sklearn._images.ImageCollection`, one per item, as float32.
+"""
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+
+class SubjectDataset(Dataset):
+    """Images plus optional age (n,) and anatomy (n, R, M) for one training or inference run.
+
+    Parameters
+    ----------
+    images : ImageCollection
+        The validated images.
+    age : ndarray of shape (n_subjects,) or None
+    anatomy : ndarray of shape (n_subjects, n_regions, n_measures) or None
+    """
+
+    def __init__(self, images, age=None, anatomy=None):
+        self.images = images
+        self.age = None if age is None else torch.as_tensor(np.asarray(age, dtype=np.float32))
+        self.anatomy = (None if anatomy is None
+                        else torch.as_tensor(np.asarray(anatomy, dtype=np.float32)))
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        item = {"x": torch.from_numpy(np.ascontiguousarray(self.images.load(i)))[None]}
+        if self.age is not None:
+            item["age"] = self.age[i]
+        if self.anatomy is not None:
+            item["anatomy"] = self.anatomy[i]
+        return item, 0

@@ -1,0 +1,524 @@
+"""AnatCLEmbedder: pretrain (or load) an AnatCL 3D ResNet and embed brain images.
+
+Data flow: ``fit(X, age=, anatomy=)`` validates the parameters and inputs
+(:func:`~anatcl_sklearn._images.check_images`), scales anatomy, builds a
+:class:`~anatcl_sklearn.embedder._net.ContrastiveNet` (skorch) around an
+:class:`~anatcl_sklearn.models.AnatCLModel` and trains it on batches of
+:class:`~anatcl_sklearn.embedder._data.SubjectDataset`; ``transform(X)`` streams the images
+through the frozen encoder.
+"""
+
+import contextlib
+import copy
+import hashlib
+import os
+import warnings
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+from skorch.callbacks import EarlyStopping, ProgressBar
+
+from .._images import check_images
+from ._callbacks import KeepLastEpoch, ResumableCheckpoint, StepLR
+from ._data import SubjectDataset
+from ._net import ContrastiveNet
+from ._params import needs_age, needs_anatomy, parse_augment, validate_params
+
+EXPECTED_ANATOMY_SHAPE = (68, 3)
+
+
+class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Pretrain a 3D ResNet with AnatCL (or a baseline) and embed brain MRIs.
+
+    A scikit-learn transformer: ``fit`` pretrains the encoder with a weakly-supervised
+    contrastive loss guided by age and anatomy (or loads released weights), ``transform``
+    returns the frozen encoder's features, the input of the paper's linear probes. It works in
+    :class:`~sklearn.pipeline.Pipeline`, :func:`~sklearn.model_selection.cross_val_score` and
+    :class:`~sklearn.model_selection.GridSearchCV`, with age and anatomy routed per fold as
+    metadata.
+
+    Parameters
+    ----------
+    method : {"anatcl", "yaware", "expw", "simclr", "l1"}, default="anatcl"
+        The pretraining objective: AnatCL (Eq. 4 of the paper), the y-Aware and ExpW age
+        baselines, self-supervised SimCLR, or L1 age regression.
+    descriptor : {"global", "local"}, default="global"
+        AnatCL's anatomical similarity: per measure over regions (Eq. 3, AnatCL-G) or per
+        region over measures (Eq. 2, AnatCL-L).
+    sigma : float, default=2.0
+        Width (years) of the age kernel.
+    kernel : {"rbf", "gaussian", "cauchy"}, default="rbf"
+        Age kernel of the age term (AnatCL, y-Aware, ExpW); the paper uses the RBF kernel.
+    lambda_age : float, default=1.0
+        Weight of the age term of AnatCL (λ1 in Eq. 4).
+    lambda_anat : float, default=1.0
+        Weight of the anatomy term of AnatCL (λ2 in Eq. 4).
+    temperature : float, default=0.1
+        Softmax temperature τ of the contrastive losses.
+    arch : {"resnet18", "resnet34", "resnet50"}, default="resnet18"
+        Encoder architecture (resnet18/34 give 512 features, resnet50 2048).
+    augment : str or list of str, default="none"
+        Augmentations making the two views: ``"none"`` (the paper: identical views, each volume
+        forwarded once), ``"all"``, or names among ``flip``, ``crop``, ``cutout``, ``blur``,
+        ``noise`` (a list or a ``"+"``-joined string).
+    max_epochs : int, default=300
+        Training epochs.
+    batch_size : int, default=32
+        Subjects per training batch (also the inference batch size).
+    lr : float, default=1e-4
+        Adam learning rate.
+    lr_step : int, default=10
+        Epochs between learning-rate decays.
+    lr_gamma : float, default=0.9
+        Learning-rate decay factor.
+    weight_decay : float, default=0.0
+        Adam weight decay.
+    device : str or torch.device, default="auto"
+        ``"auto"`` uses CUDA when available, else the CPU.
+    data_parallel : {"auto", True, False}, default="auto"
+        Wrap the module in :class:`torch.nn.DataParallel` when several GPUs are visible, so the
+        contrastive loss sees the whole batch.
+    precision : {"fp32", "bf16"}, default="fp32"
+        ``"bf16"`` runs the network under bfloat16 autocast (losses stay in float32).
+    pretrained : str, path, dict or None, default=None
+        Released weights: an official name (``"anatcl-global"``, ``"anatcl-local"``), a
+        checkpoint path or a state dict. ``fit`` then loads them and trains nothing (the
+        paper's frozen encoder) unless ``finetune=True``.
+    fold : int, default=0
+        Which of the five official folds to load when ``pretrained`` is an official name.
+    finetune : bool, default=False
+        With ``pretrained``, continue training from the loaded weights.
+    output : {"encoder", "projection"}, default="encoder"
+        ``transform`` returns the encoder features (512-d for ResNet-18, the paper's probe
+        input) or the L2-normalised projection head output (128-d).
+    anatomy_scaling : {"auto", "minmax", "none"}, default="auto"
+        Min-max scaling (γ in Eq. 2) of anatomy, fitted on the training data. ``"auto"`` scales
+        for the local descriptor and not for the global one, as the paper.
+    use_y_as_age : bool, default=False
+        Take ``y`` as age when ``age`` is not given (for grids that probe age). By default ``y``
+        is ignored, as in any unsupervised transformer: in a pipeline it is the downstream
+        label, not age.
+    num_workers : int, default=0
+        DataLoader workers reading images.
+    checkpoint_dir : str or None, default=None
+        Directory for resumable checkpoints. Each run writes its own file, keyed by the
+        parameters and the training data, so parallel grid searches never collide; a fit
+        whose file exists resumes from its last finished epoch.
+    early_stopping : int or None, default=None
+        Stop when the training loss has not improved for this many epochs.
+    callbacks : list of skorch callbacks or None, default=None
+        Extra callbacks for the skorch net.
+    net_params : dict or None, default=None
+        Extra prefix-routed skorch parameters, e.g. ``{"optimizer__betas": (0.9, 0.99)}``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds weight initialisation, shuffling and augmentation (CPU runs are reproducible).
+        The global torch RNG is left as it was.
+    verbose : int, default=1
+        0 silent, 1 a log line per epoch (and a progress bar on a terminal), 2 always a
+        progress bar.
+
+    Attributes
+    ----------
+    net_ : ContrastiveNet
+        The fitted skorch net; ``net_.module_`` is the :class:`AnatCLModel`.
+    history_ : skorch.history.History
+        Per-epoch training log (loss, learning rate, duration).
+    input_shape_ : tuple of int
+        The (D, H, W) grid seen in ``fit``; ``transform`` requires the same.
+    anatomy_scaler_ : AnatomyScaler or None
+        The fitted min-max scaler of anatomy, when scaling is used.
+    device_ : str
+        The device used.
+    n_features_out_ : int
+        Number of output features.
+
+    Examples
+    --------
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from anatcl_sklearn import AnatCLEmbedder
+    >>> pipe = make_pipeline(AnatCLEmbedder(max_epochs=2), LogisticRegression())  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        method="anatcl",
+        descriptor="global",
+        sigma=2.0,
+        kernel="rbf",
+        lambda_age=1.0,
+        lambda_anat=1.0,
+        temperature=0.1,
+        arch="resnet18",
+        augment="none",
+        max_epochs=300,
+        batch_size=32,
+        lr=1e-4,
+        lr_step=10,
+        lr_gamma=0.9,
+        weight_decay=0.0,
+        device="auto",
+        data_parallel="auto",
+        precision="fp32",
+        pretrained=None,
+        fold=0,
+        finetune=False,
+        output="encoder",
+        anatomy_scaling="auto",
+        use_y_as_age=False,
+        num_workers=0,
+        checkpoint_dir=None,
+        early_stopping=None,
+        callbacks=None,
+        net_params=None,
+        random_state=None,
+        verbose=1,
+    ):
+        self.method = method
+        self.descriptor = descriptor
+        self.sigma = sigma
+        self.kernel = kernel
+        self.lambda_age = lambda_age
+        self.lambda_anat = lambda_anat
+        self.temperature = temperature
+        self.arch = arch
+        self.augment = augment
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.lr_step = lr_step
+        self.lr_gamma = lr_gamma
+        self.weight_decay = weight_decay
+        self.device = device
+        self.data_parallel = data_parallel
+        self.precision = precision
+        self.pretrained = pretrained
+        self.fold = fold
+        self.finetune = finetune
+        self.output = output
+        self.anatomy_scaling = anatomy_scaling
+        self.use_y_as_age = use_y_as_age
+        self.num_workers = num_workers
+        self.checkpoint_dir = checkpoint_dir
+        self.early_stopping = early_stopping
+        self.callbacks = callbacks
+        self.net_params = net_params
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ validation
+    def _resolve_age(self, y, age, n):
+        if age is None and self.use_y_as_age and y is not None:
+            age = y
+        elif age is not None and self.use_y_as_age and y is not None:
+            a = np.asarray(age, dtype=float)
+            yy = np.asarray(y)
+            if yy.shape != a.shape or not np.allclose(yy.astype(float), a):
+                raise ValueError(
+                    "use_y_as_age=True but both y and age were given and they differ; pass only "
+                    "one of them so it is clear which is age."
+                )
+        if age is None:
+            if needs_age(self):
+                hint = " (y was given but is not used as age unless use_y_as_age=True)" \
+                    if y is not None else ""
+                raise ValueError(
+                    f"method={self.method!r} needs age: pass fit(X, age=...) (routed with "
+                    f"set_fit_request(age=True) in a pipeline){hint}."
+                )
+            return None
+        try:
+            age = np.asarray(age, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"age must be numeric (years); got values like {np.asarray(age).ravel()[:3]}.") from exc
+        if age.ndim == 2 and age.shape[1] == 1:
+            age = age[:, 0]
+        if age.ndim != 1 or age.shape[0] != n:
+            raise ValueError(f"age must have shape ({n},), one value per image; got shape {age.shape}.")
+        if not np.all(np.isfinite(age)):
+            bad = np.flatnonzero(~np.isfinite(age))[:5].tolist()
+            raise ValueError(f"age has non-finite values (NaN or inf) at indices {bad}.")
+        return age
+
+    def _resolve_anatomy(self, anatomy, n):
+        if anatomy is None:
+            if needs_anatomy(self):
+                raise ValueError(
+                    f"method='anatcl' with lambda_anat={self.lambda_anat} needs anatomy: pass "
+                    "fit(X, anatomy=...) with an array (n_subjects, 68, 3) of Desikan (CT, GMV, "
+                    "SA) measures (see anatcl_sklearn.anatomy), or set lambda_anat=0."
+                )
+            return None
+        anatomy = np.asarray(anatomy)
+        if not np.issubdtype(anatomy.dtype, np.number) or np.iscomplexobj(anatomy):
+            raise TypeError(f"anatomy must be a real numeric array; got dtype {anatomy.dtype}.")
+        anatomy = anatomy.astype(np.float64)
+        if anatomy.shape != (n, *EXPECTED_ANATOMY_SHAPE):
+            raise ValueError(
+                f"anatomy must have shape ({n}, 68, 3): one row per image, the 68 Desikan regions "
+                f"and the measures (CT, GMV, SA); got shape {anatomy.shape}."
+            )
+        if not np.all(np.isfinite(anatomy)):
+            subj = np.flatnonzero(~np.isfinite(anatomy).all(axis=(1, 2)))[:5].tolist()
+            raise ValueError(f"anatomy has non-finite values (NaN or inf) for subjects {subj}.")
+        return anatomy
+
+    def _resolve_device(self):
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        device = str(self.device)
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device={self.device!r} but CUDA is not available; use device='auto' or 'cpu'.")
+        return device
+
+    # ------------------------------------------------------------------ building
+    def _build_module(self, seed):
+        from ..models import AnatCLModel, resolve_pretrained
+
+        if self.pretrained is not None:
+            model = resolve_pretrained(self.pretrained, fold=self.fold, arch=self.arch)
+            # a model object passed by the user is theirs: never train or move it in place
+            return copy.deepcopy(model) if model is self.pretrained else model
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            if self.method == "l1":
+                return AnatCLModel(self.arch, out_dim=1, normalize=False)
+            return AnatCLModel(self.arch)
+
+    def _criterion(self):
+        from .. import losses
+
+        if self.method == "anatcl":
+            return losses.AnatCLLoss, dict(
+                descriptor=self.descriptor, sigma=self.sigma, lambda_age=self.lambda_age,
+                lambda_anat=self.lambda_anat, temperature=self.temperature, kernel=self.kernel,
+            ), ("age", "anatomy")  # either may be absent (None) when its lambda is 0
+        if self.method == "yaware":
+            return losses.YAwareLoss, dict(sigma=self.sigma, temperature=self.temperature,
+                                           kernel=self.kernel), ("age",)
+        if self.method == "expw":
+            return losses.ExpWLoss, dict(sigma=self.sigma, temperature=self.temperature,
+                                         kernel=self.kernel), ("age",)
+        if self.method == "simclr":
+            return losses.SimCLRLoss, dict(temperature=self.temperature), ()
+        return losses.L1AgeLoss, {}, ("age",)
+
+    def _run_key(self, images, age, anatomy):
+        """A key unique to these parameters and this training data, for checkpoint files."""
+        h = hashlib.sha256()
+        params = {k: v for k, v in self.get_params(deep=False).items()
+                  if k not in ("verbose", "callbacks", "checkpoint_dir", "num_workers", "pretrained")}
+        h.update(repr(sorted(params.items())).encode())
+        h.update(repr((len(images), images.shape)).encode())
+        if images.sources is not None and not images.in_memory:
+            h.update("\0".join(images.sources).encode())
+        else:
+            for i in sorted({0, len(images) // 2, len(images) - 1}):
+                h.update(images.load(i).tobytes())
+        for arr in (age, anatomy):
+            if arr is not None:
+                h.update(np.ascontiguousarray(arr).tobytes())
+        return h.hexdigest()[:16]
+
+    def _build_net(self, module, n_train, device, seed, run_key):
+        criterion, criterion_params, loss_inputs = self._criterion()
+        augment = parse_augment(self.augment)
+        shuffle_gen = torch.Generator().manual_seed(seed + 1)
+        aug_device = device if device.startswith("cuda") else "cpu"
+        aug_gen = torch.Generator(device=aug_device).manual_seed(seed + 2)
+
+        callbacks = [("keep_last_epoch", KeepLastEpoch()),
+                     ("step_lr", StepLR(self.lr, self.lr_step, self.lr_gamma))]
+        checkpoint = None
+        if self.checkpoint_dir is not None:
+            path = os.path.join(os.fspath(self.checkpoint_dir), f"anatcl-run-{run_key}.pt")
+            checkpoint = ResumableCheckpoint(path, {"shuffle": shuffle_gen, "augment": aug_gen})
+            callbacks.append(("checkpoint", checkpoint))
+        if self.early_stopping is not None:
+            callbacks.append(("early_stopping", EarlyStopping(
+                monitor="train_loss", patience=self.early_stopping, lower_is_better=True)))
+        if self.verbose >= 2 or (self.verbose >= 1 and _stderr_is_tty()):
+            callbacks.append(("progress_bar", ProgressBar()))
+        for i, cb in enumerate(self.callbacks or []):
+            callbacks.append(cb if isinstance(cb, tuple) else (f"user_{i}", cb))
+
+        params = dict(
+            module=module,
+            criterion=criterion,
+            optimizer=torch.optim.Adam,
+            lr=self.lr,
+            optimizer__weight_decay=self.weight_decay,
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            train_split=None,
+            iterator_train__shuffle=True,
+            iterator_train__generator=shuffle_gen,
+            # A last batch of one subject gives a degenerate contrastive batch: drop it.
+            iterator_train__drop_last=(n_train % self.batch_size == 1),
+            iterator_train__num_workers=self.num_workers,
+            iterator_valid__num_workers=self.num_workers,
+            device=device,
+            callbacks=callbacks,
+            verbose=self.verbose,
+            loss_inputs=loss_inputs,
+            n_views=None if self.method == "l1" else 2,
+            augment=augment,
+            augment_generator=aug_gen,
+            autocast_dtype=torch.bfloat16 if self.precision == "bf16" else None,
+        )
+        if device.startswith("cuda"):
+            params["iterator_train__pin_memory"] = True
+        if self.verbose == 0:
+            params["callbacks__print_log"] = None
+        for key, value in criterion_params.items():
+            params[f"criterion__{key}"] = value
+        params.update(self.net_params or {})
+        return ContrastiveNet(**params), checkpoint
+
+    # ------------------------------------------------------------------ fit / transform
+    def fit(self, X, y=None, *, age=None, anatomy=None):
+        """Pretrain the encoder on images X guided by age and anatomy (or load weights).
+
+        Parameters
+        ----------
+        X : array of shape (n, D, H, W) or (n, 1, D, H, W), or list of paths or images
+            Grey-matter maps: arrays, ``.nii``/``.nii.gz``/``.npy`` paths or nibabel images.
+        y : array-like of shape (n,), default=None
+            Ignored unless ``use_y_as_age=True`` (then taken as age when ``age`` is None).
+        age : array-like of shape (n,), default=None
+            Age in years; needed by ``anatcl`` (when ``lambda_age > 0``), ``yaware``, ``expw``
+            and ``l1``.
+        anatomy : array-like of shape (n, 68, 3), default=None
+            Desikan (CT, GMV, SA) measures; needed by ``anatcl`` when ``lambda_anat > 0``.
+
+        Returns
+        -------
+        self : AnatCLEmbedder
+        """
+        validate_params(self)
+        images = check_images(X)
+        n = len(images)
+        if n < 2:
+            raise ValueError(f"fit needs at least 2 images to contrast; got {n}.")
+        train = self.pretrained is None or self.finetune
+        if train:
+            age = self._resolve_age(y, age, n)
+            anatomy = self._resolve_anatomy(anatomy, n)
+        else:  # a frozen pretrained encoder: fit only loads weights, metadata is not used
+            age = anatomy = None
+        device = self._resolve_device()
+        seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
+
+        scaling = self.anatomy_scaling
+        if scaling == "auto":
+            scaling = "minmax" if self.descriptor == "local" else "none"
+        self.anatomy_scaler_ = None
+        if anatomy is not None and scaling == "minmax":
+            from ..anatomy import AnatomyScaler
+
+            self.anatomy_scaler_ = AnatomyScaler().fit(anatomy)
+            anatomy = self.anatomy_scaler_.transform(anatomy)
+
+        module = self._build_module(seed)
+        run_key = self._run_key(images, age, anatomy) if self.checkpoint_dir else None
+        net, checkpoint = self._build_net(module, n, device, seed, run_key)
+        use_dp = device.startswith("cuda") and (
+            self.data_parallel is True
+            or (self.data_parallel == "auto" and torch.cuda.device_count() > 1))
+        self.device_ = device
+        self.input_shape_ = tuple(images.shape)
+        self.n_features_out_ = self._n_out(module)
+
+        cuda_devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
+        with torch.random.fork_rng(devices=cuda_devices):
+            torch.manual_seed(seed)
+            net.initialize()
+            if use_dp:  # wrap the module, not the net (skorch #602): the loss sees the whole batch
+                net.module_ = torch.nn.DataParallel(net.module_)
+                net.initialize_optimizer()
+            self.net_ = net
+            done = checkpoint.restore(net) if checkpoint is not None and os.path.exists(checkpoint.path) else 0
+            remaining = self.max_epochs - done if train else 0
+            try:
+                if remaining > 0:
+                    net.partial_fit(SubjectDataset(images, age, anatomy), epochs=remaining)
+            finally:
+                if isinstance(net.module_, torch.nn.DataParallel):
+                    net.module_ = net.module_.module  # unwrap: plain keys for pickling and saving
+        self.history_ = net.history
+        keeper = dict(net.callbacks_)["keep_last_epoch"]
+        interrupted = getattr(keeper, "interrupted_epoch_", None) if remaining > 0 else None
+        if interrupted is not None:
+            warnings.warn(
+                f"Training was interrupted during epoch {interrupted}; the weights of the last "
+                f"finished epoch ({interrupted - 1}) were kept and the embedder is usable.",
+                RuntimeWarning,
+            )
+        return self
+
+    @property
+    def _n_features_out(self):
+        # read by ClassNamePrefixFeaturesOutMixin.get_feature_names_out
+        return self.n_features_out_
+
+    def _n_out(self, module):
+        if self.output == "projection":
+            return module.head[-1].out_features
+        return module.encoder.n_features
+
+    def transform(self, X):
+        """Embed images with the frozen encoder.
+
+        Parameters
+        ----------
+        X : array of shape (n, D, H, W) or (n, 1, D, H, W), or list of paths or images
+            Images on the grid seen in ``fit``.
+
+        Returns
+        -------
+        embeddings : ndarray of shape (n, n_features_out_), float32
+            Encoder features (``output="encoder"``) or projections (``output="projection"``).
+        """
+        check_is_fitted(self, "net_")
+        images = check_images(X)
+        if tuple(images.shape) != self.input_shape_:
+            raise ValueError(
+                f"X has images of shape {tuple(images.shape)}, but this embedder was fitted on "
+                f"{self.input_shape_}; resample the images to the fitted grid."
+            )
+        module = self.net_.module_
+        if isinstance(module, torch.nn.DataParallel):
+            module = module.module
+        device = next(module.parameters()).device
+        module.eval()
+        loader = torch.utils.data.DataLoader(
+            SubjectDataset(images), batch_size=self.batch_size, shuffle=False,
+            num_workers=self.num_workers, pin_memory=device.type == "cuda",
+        )
+        autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+                    if self.precision == "bf16" else contextlib.nullcontext())
+        out = []
+        with torch.inference_mode(), autocast:
+            for batch, _ in loader:
+                x = batch["x"].to(device, non_blocking=True)
+                z = module.encode(x) if self.output == "encoder" else module(x)
+                out.append(z.float().cpu().numpy())
+        return np.concatenate(out, axis=0)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = self.random_state is None
+        tags.requires_fit = True
+        return tags
+
+
+def _stderr_is_tty():
+    import sys
+
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False

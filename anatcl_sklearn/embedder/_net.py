@@ -1,0 +1,107 @@
+"""The skorch net that trains the AnatCL model: two views in, the contrastive loss out.
+
+The estimator builds this net in ``fit`` and keeps it as ``net_`` (subclassing skorch's
+``NeuralNet`` for the estimator itself would break scikit-learn's own checks). Batches are
+dicts ``{"x", "age", "anatomy"}``; only the volume reaches the module, age and anatomy reach
+the loss in :meth:`ContrastiveNet.get_loss`.
+"""
+
+import contextlib
+
+import torch
+from skorch import NeuralNet
+from skorch.utils import to_tensor
+
+from ._augment import make_views
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when a training loss is NaN or infinite; the weights of the last good step are kept."""
+
+
+class ContrastiveNet(NeuralNet):
+    """A :class:`skorch.NeuralNet` for weakly-supervised contrastive pretraining of 3D volumes.
+
+    Parameters
+    ----------
+    *args, **kwargs
+        As :class:`skorch.NeuralNet`.
+    loss_inputs : tuple of str, default=()
+        Keys of the batch dict passed to the criterion after the embeddings (e.g.
+        ``("age", "anatomy")``).
+    n_views : int or None, default=2
+        Views per subject for contrastive losses; ``None`` for the L1 regression baseline.
+    augment : tuple of str, default=()
+        Augmentations drawn per view. With none, the views are identical, so each volume is
+        forwarded once and its embedding duplicated: the same loss and gradients at half the
+        cost of forwarding both copies (BatchNorm statistics of a duplicated batch are those
+        of the batch).
+    augment_generator : torch.Generator or None
+        Source of augmentation randomness.
+    autocast_dtype : torch.dtype or None, default=None
+        Mixed-precision dtype for the forward pass (e.g. ``torch.bfloat16``); losses compute
+        in float32.
+    """
+
+    def __init__(self, *args, loss_inputs=(), n_views=2, augment=(), augment_generator=None,
+                 autocast_dtype=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.loss_inputs = loss_inputs
+        self.n_views = n_views
+        self.augment = augment
+        self.augment_generator = augment_generator
+        self.autocast_dtype = autocast_dtype
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        device_type = torch.device(self.device).type
+        return torch.autocast(device_type=device_type, dtype=self.autocast_dtype)
+
+    def infer(self, x, **fit_params):
+        x = to_tensor(x, device=self.device)
+        volume = x["x"] if isinstance(x, dict) else x
+        training = self.module_.training
+        with self._autocast():
+            if training and self.augment:
+                views = make_views(volume, self.augment, self.augment_generator,
+                                   n_views=self.n_views or 2)
+                out = self.module_(views.flatten(0, 1))
+                return out.view(volume.shape[0], views.shape[1], -1).float()
+            out = self.module_(volume).float()
+        if training and self.n_views:
+            # Identical views: forward once, duplicate (autograd sums both paths' gradients).
+            return out.unsqueeze(1).expand(-1, self.n_views, -1)
+        return out
+
+    def train_step(self, batch, **fit_params):
+        # The forward pass updates BatchNorm running statistics before the loss is known; if the
+        # loss is not finite, put them back so the model is exactly that of the last good step.
+        buffers = [b.detach().clone() for b in self.module_.buffers()]
+        try:
+            return super().train_step(batch, **fit_params)
+        except NonFiniteLossError:
+            with torch.no_grad():
+                for b, saved in zip(self.module_.buffers(), buffers):
+                    b.copy_(saved)
+            raise
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        X = to_tensor(X, device=self.device)
+        inputs = [X.get(key) for key in self.loss_inputs]
+        if self.n_views is None:  # L1 regression: predictions (B, 1) or (B, V, 1) with views
+            age = inputs[0]
+            if y_pred.dim() == 3:
+                age = age.unsqueeze(1).expand(-1, y_pred.shape[1])
+            loss = self.criterion_(y_pred.reshape(-1), age.reshape(-1))
+        else:
+            loss = self.criterion_(y_pred, *inputs)
+        if training and not torch.isfinite(loss.detach()).item():
+            epoch = len(self.history)
+            batch = len(self.history[-1]["batches"]) if epoch else 0
+            raise NonFiniteLossError(
+                f"Training loss became {loss.item()} at epoch {epoch}, batch {batch}; training "
+                "stopped before this step, so the weights of the last good step were kept. "
+                "Lower lr, raise temperature, or use precision='fp32'."
+            )
+        return loss

@@ -1,0 +1,309 @@
+"""Safe loading of AnatCL checkpoints into :class:`AnatCLModel`."""
+
+import argparse
+import contextlib
+import os
+import pickle
+import re
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from ._anatcl_model import AnatCLModel
+from ._resnet3d import ARCHITECTURES
+
+__all__ = ["load_checkpoint"]
+
+# Classes the released checkpoints pickle besides tensors and plain containers:
+# the training script stores its argparse options under "opts".
+_ALLOWED_GLOBALS = (argparse.Namespace,)
+
+# Prefixes added by wrappers around the model when it was saved: DataParallel /
+# DistributedDataParallel ("module."), torch.compile ("_orig_mod."), the
+# reference package's ``AnatCL`` module ("backbone.").
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.", "backbone.")
+
+_N_LISTED = 5
+
+
+def load_checkpoint(
+    path_or_dict,
+    arch="resnet18",
+    map_location="cpu",
+    strict=True,
+    *,
+    out_dim=128,
+    normalize=True,
+):
+    """Build an :class:`AnatCLModel` and load saved weights into it.
+
+    Reads the released AnatCL files (``torch.save`` of a dict with keys
+    ``"opts"``, ``"model"``, ``"optimizer"``, ``"epoch"``, ``"run_id"``), a
+    dict holding the weights under ``"state_dict"``, a bare state dict, or
+    any of them already in memory. A prefix shared by every key and added by
+    a wrapper when the model was saved is removed: ``module.``
+    (``DataParallel``), ``_orig_mod.`` (``torch.compile``) and ``backbone.``
+    (the reference package's ``AnatCL`` module).
+
+    Files are read with ``torch.load(weights_only=True)``: only tensors, plain
+    containers and ``argparse.Namespace`` are unpickled. A file that would need
+    anything else (for instance a pickle that runs code) is refused; its code
+    is never executed.
+
+    Parameters
+    ----------
+    path_or_dict : str, os.PathLike or Mapping
+        Path of a checkpoint file, or a checkpoint / state dict in memory.
+    arch : {"resnet18", "resnet34", "resnet50"}, default="resnet18"
+        Encoder architecture of the weights. Never guessed: a state dict that
+        clearly belongs to another architecture raises an error naming it.
+    map_location : str, torch.device, callable or dict, default="cpu"
+        Passed to :func:`torch.load`. When it is a device (or a string naming
+        one) the returned model is also moved there.
+    strict : bool, default=True
+        If True, missing or unexpected keys raise an error. If False they are
+        tolerated with a warning (missing parameters keep their random
+        initialisation). Shape mismatches always raise.
+    out_dim : int, default=128
+        Output size of the projection head stored in the weights (128 for the
+        released AnatCL checkpoints).
+    normalize : bool, default=True
+        Whether the returned model L2-normalises its head output.
+
+    Returns
+    -------
+    model : AnatCLModel
+        The model with the weights loaded, in eval mode.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path_or_dict`` is a path that does not exist.
+    TypeError
+        If ``path_or_dict`` is neither a path nor a mapping.
+    ValueError
+        If the file was refused for safety or cannot be read, if no state dict
+        is found in it, if it belongs to another architecture, or if keys are
+        missing, unexpected (with ``strict=True``) or of the wrong shape.
+
+    Examples
+    --------
+    >>> from anatcl_sklearn.models import AnatCLModel, load_checkpoint
+    >>> weights = AnatCLModel().state_dict()
+    >>> model = load_checkpoint({"model": weights})
+    >>> model.training
+    False
+    """
+    if not isinstance(strict, bool):
+        raise TypeError(f"strict must be a bool, got {type(strict).__name__}.")
+    if not isinstance(arch, str) or arch not in ARCHITECTURES:
+        raise ValueError(
+            f"Unknown architecture {arch!r}; valid architectures are "
+            f"{', '.join(ARCHITECTURES)}."
+        )
+    if not isinstance(path_or_dict, (Mapping, str, os.PathLike)):
+        raise TypeError(
+            "path_or_dict must be a path (str or os.PathLike) or a mapping "
+            f"(checkpoint or state dict); got {type(path_or_dict).__name__}."
+        )
+    # Built first so that a bad out_dim fails before the file is read.
+    model = AnatCLModel(arch=arch, out_dim=out_dim, normalize=normalize)
+    if isinstance(path_or_dict, Mapping):
+        source = "the checkpoint dict"
+        checkpoint = path_or_dict
+    else:
+        source = f"checkpoint file '{os.fspath(path_or_dict)}'"
+        checkpoint = _safe_torch_load(Path(path_or_dict), map_location)
+
+    state_dict = _strip_wrapper_prefixes(_extract_state_dict(checkpoint, source))
+    _check_compatible(model, state_dict, arch, strict, source)
+    model.load_state_dict(state_dict, strict=strict)
+    if isinstance(map_location, (str, torch.device)):
+        model.to(map_location)
+    return model.eval()
+
+
+def _safe_torch_load(path, map_location):
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint file not found: '{path}'.")
+    try:
+        with _allow_globals():
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        allowed = ", ".join(f"{c.__module__}.{c.__qualname__}" for c in _ALLOWED_GLOBALS)
+        raise ValueError(
+            f"Refused to load checkpoint file '{path}' for safety: it pickles "
+            "objects other than tensors, plain Python containers and the "
+            f"allow-listed classes ({allowed}). anatcl_sklearn never executes "
+            "code stored in a checkpoint. If you trust the file, load it "
+            "yourself with torch.load and pass the resulting state dict. "
+            f"Details: {_unpickler_reason(exc)}"
+        ) from exc
+    except OSError:
+        raise  # e.g. permission denied: the system's message names the file
+    except Exception as exc:
+        # The weights-only unpickler reports malformed input with assorted
+        # exception types (RuntimeError, EOFError, IndexError, ...).
+        raise ValueError(
+            f"Could not read '{path}' as a PyTorch checkpoint (is it truncated "
+            f"or not a torch.save file?): {_first_line(exc)}"
+        ) from exc
+
+
+def _allow_globals():
+    safe_globals = getattr(torch.serialization, "safe_globals", None)
+    if safe_globals is None:
+        # torch < 2.5 has no scoped allow-list: files holding an
+        # argparse.Namespace are then refused, bare state dicts still load.
+        return contextlib.nullcontext()
+    return safe_globals(list(_ALLOWED_GLOBALS))
+
+
+def _unpickler_reason(exc):
+    # torch's message is a page of advice; the reason is on one line of it.
+    text = _strip_ansi(str(exc))
+    marker = "WeightsUnpickler error:"
+    if marker not in text:
+        return _first_line(exc)
+    reason = text.split(marker, 1)[1]
+    for tail in ("Check the documentation", ". Please"):
+        reason = reason.split(tail, 1)[0]
+    return " ".join(reason.split()).rstrip(".") + "."
+
+
+
+def _strip_ansi(text):
+    # torch wraps parts of its messages in ANSI bold codes; noise in a log.
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def _first_line(exc):
+    text = _strip_ansi(str(exc)).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _is_state_dict(obj):
+    return (
+        isinstance(obj, Mapping)
+        and len(obj) > 0
+        and all(isinstance(k, str) for k in obj)
+        and all(isinstance(v, torch.Tensor) for v in obj.values())
+    )
+
+
+def _extract_state_dict(checkpoint, source):
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(
+            f"Expected {source} to hold a dict (a checkpoint or a state dict); "
+            f"found {type(checkpoint).__name__}."
+        )
+    # "model" is what the AnatCL training script saves; "state_dict" is the
+    # other common convention (e.g. Lightning).
+    for key in ("model", "state_dict"):
+        candidate = checkpoint.get(key)
+        if isinstance(candidate, Mapping):
+            state_dict = candidate
+            break
+    else:
+        state_dict = checkpoint
+    if not _is_state_dict(state_dict):
+        keys = list(checkpoint)[:10]
+        raise ValueError(
+            f"No state dict found in {source}: expected a mapping of parameter "
+            "names to tensors, either at the top level or under 'model' or "
+            f"'state_dict'. Top-level keys: {keys}."
+        )
+    return state_dict
+
+
+def _strip_wrapper_prefixes(state_dict):
+    stripped = dict(state_dict)
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _WRAPPER_PREFIXES:
+            if all(k.startswith(prefix) for k in stripped):
+                stripped = {k[len(prefix) :]: v for k, v in stripped.items()}
+                changed = True
+    return stripped
+
+
+def _infer_arch(state_dict):
+    """Return the architecture a state dict clearly belongs to, or None."""
+    keys = {k.removeprefix("encoder.") for k in state_dict}
+    if "layer1.0.conv3.weight" in keys:
+        return "resnet50"
+    if "layer1.0.conv1.weight" not in keys:
+        return None
+    # ResNet-34 has three blocks in its first stage, ResNet-18 two.
+    return "resnet34" if "layer1.2.conv1.weight" in keys else "resnet18"
+
+
+def _listing(keys):
+    shown = ", ".join(repr(k) for k in keys[:_N_LISTED])
+    more = f", ... ({len(keys) - _N_LISTED} more)" if len(keys) > _N_LISTED else ""
+    return f"[{shown}{more}]"
+
+
+def _check_compatible(model, state_dict, arch, strict, source):
+    expected = model.state_dict()
+    # BatchNorm fills in a missing num_batches_tracked itself (checkpoints
+    # written before torch 0.4.1 lack it), so it is not worth refusing.
+    missing = [
+        k
+        for k in expected
+        if k not in state_dict and not k.endswith("num_batches_tracked")
+    ]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [
+        (k, tuple(state_dict[k].shape), tuple(expected[k].shape))
+        for k in expected
+        if k in state_dict and state_dict[k].shape != expected[k].shape
+    ]
+
+    problems = []
+    inferred = _infer_arch(state_dict)
+    if inferred is not None and inferred != arch:
+        problems.append(
+            f"The weights look like a {inferred!r} encoder, not {arch!r}: pass "
+            f"arch={inferred!r}."
+        )
+    if mismatched:
+        details = "; ".join(
+            f"{k!r}: checkpoint {got} vs model {want}"
+            for k, got, want in mismatched[:_N_LISTED]
+        )
+        problems.append(f"{len(mismatched)} shape mismatch(es): {details}.")
+        head_key = "head.2.weight"
+        if any(k == head_key for k, _, _ in mismatched) and inferred in (None, arch):
+            problems.append(
+                f"The projection head has out_dim={state_dict[head_key].shape[0]} "
+                f"in the checkpoint: pass out_dim={state_dict[head_key].shape[0]}."
+            )
+    if strict and (missing or unexpected):
+        problems.append(
+            f"{len(missing)} missing key(s) {_listing(missing)} and "
+            f"{len(unexpected)} unexpected key(s) {_listing(unexpected)}."
+        )
+        if unexpected and all(("encoder." + k) in expected for k in unexpected):
+            problems.append(
+                "The keys lack the 'encoder.' prefix: this looks like an "
+                "encoder-only state dict; load it with "
+                "model.encoder.load_state_dict(...) or strict=False."
+            )
+    if problems:
+        raise ValueError(
+            f"Cannot load {source} into AnatCLModel(arch={arch!r}, "
+            f"out_dim={model.out_dim}). " + " ".join(problems)
+        )
+    if missing or unexpected:
+        warnings.warn(
+            f"Loading {source} with strict=False: {len(missing)} missing key(s) "
+            f"{_listing(missing)} keep their initial values and "
+            f"{len(unexpected)} unexpected key(s) {_listing(unexpected)} are "
+            "ignored.",
+            UserWarning,
+            stacklevel=3,
+        )

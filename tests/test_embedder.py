@@ -1,0 +1,384 @@
+"""AnatCLEmbedder: the scikit-learn face of the project, on small synthetic brains."""
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import sklearn
+import torch
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.frozen import FrozenEstimator
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from skorch.callbacks import Callback
+
+from anatcl_sklearn import AnatCLEmbedder
+from anatcl_sklearn.embedder import NonFiniteLossError
+
+FAST = dict(max_epochs=1, batch_size=8, verbose=0, random_state=0)
+
+
+def _meta(brains, idx=slice(None)):
+    return dict(age=brains.age[idx], anatomy=brains.anatomy[idx])
+
+
+def _weights(est):
+    return {k: v.detach().clone() for k, v in est.net_.module_.state_dict().items()}
+
+
+def _same_weights(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---------------------------------------------------------------- basic API
+def test_fit_transform_shapes_and_feature_names(small_brains):
+    X = small_brains.images[:16]
+    est = AnatCLEmbedder(**FAST).fit(X, **_meta(small_brains, slice(16)))
+    Z = est.transform(X)
+    assert Z.shape == (16, 512) and Z.dtype == np.float32 and np.isfinite(Z).all()
+    names = est.get_feature_names_out()
+    assert len(names) == 512 and names[0] == "anatclembedder0"
+    assert est.input_shape_ == X.shape[1:]
+    assert len(est.history_) == 1 and np.isfinite(est.history_[-1, "train_loss"])
+
+    proj = clone(est).set_params(output="projection").fit(X, **_meta(small_brains, slice(16)))
+    P = proj.transform(X)
+    assert P.shape == (16, 128)
+    np.testing.assert_allclose(np.linalg.norm(P, axis=1), 1.0, rtol=1e-5)
+
+    df = clone(est).set_output(transform="pandas").fit(X, **_meta(small_brains, slice(16))).transform(X)
+    assert list(df.columns) == list(names) and df.shape == (16, 512)
+
+
+def test_five_dimensional_input_gives_the_same_embeddings(small_brains):
+    X = small_brains.images[:10]
+    est = AnatCLEmbedder(**FAST).fit(X, **_meta(small_brains, slice(10)))
+    np.testing.assert_array_equal(est.transform(X), est.transform(X[:, None]))
+
+
+def test_user_arrays_are_not_modified(small_brains):
+    X = small_brains.images[:10].copy()
+    age, anat = small_brains.age[:10].copy(), small_brains.anatomy[:10].copy()
+    AnatCLEmbedder(descriptor="local", **FAST).fit(X, age=age, anatomy=anat).transform(X)
+    np.testing.assert_array_equal(X, small_brains.images[:10])
+    np.testing.assert_array_equal(age, small_brains.age[:10])
+    np.testing.assert_array_equal(anat, small_brains.anatomy[:10])
+
+
+@pytest.mark.parametrize("method", ["anatcl", "yaware", "expw", "simclr", "l1"])
+def test_every_method_trains(small_brains, method):
+    X = small_brains.images[:12]
+    est = AnatCLEmbedder(method=method, max_epochs=2, batch_size=6, lr=1e-3, verbose=0,
+                         random_state=0).fit(X, **_meta(small_brains, slice(12)))
+    losses = [row["train_loss"] for row in est.history_]
+    assert len(losses) == 2 and np.all(np.isfinite(losses))
+    assert est.transform(X).shape == (12, 512)
+
+
+def test_learning_rate_follows_step_schedule(small_brains):
+    est = AnatCLEmbedder(max_epochs=5, lr=1e-3, lr_step=2, lr_gamma=0.5, batch_size=8, verbose=0,
+                         random_state=0).fit(small_brains.images[:8], **_meta(small_brains, slice(8)))
+    np.testing.assert_allclose(est.history_[:, "lr"], [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4])
+
+
+# ---------------------------------------------------------------- reproducibility and pickling
+def test_random_state_reproducible_and_global_rng_untouched(small_brains):
+    X = small_brains.images[:12]
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    a = AnatCLEmbedder(max_epochs=2, batch_size=6, verbose=0, random_state=3).fit(X, **_meta(small_brains, slice(12)))
+    assert torch.equal(torch.random.get_rng_state(), before)
+    b = AnatCLEmbedder(max_epochs=2, batch_size=6, verbose=0, random_state=3).fit(X, **_meta(small_brains, slice(12)))
+    c = AnatCLEmbedder(max_epochs=2, batch_size=6, verbose=0, random_state=4).fit(X, **_meta(small_brains, slice(12)))
+    np.testing.assert_array_equal(a.transform(X), b.transform(X))
+    assert not np.allclose(a.transform(X), c.transform(X))
+
+
+def test_pickle_round_trip_gives_identical_embeddings(small_brains):
+    X = small_brains.images[:10]
+    est = AnatCLEmbedder(**FAST).fit(X, **_meta(small_brains, slice(10)))
+    again = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(est.transform(X), again.transform(X))
+    assert clone(est).get_params() == est.get_params()
+
+
+# ---------------------------------------------------------------- forward-once
+def test_forward_once_matches_two_forward_passes(small_brains):
+    """With identical views, duplicating one forward gives the loss and gradients of two."""
+    from anatcl_sklearn.losses import anatcl_loss
+    from anatcl_sklearn.models import AnatCLModel
+
+    torch.manual_seed(0)
+    model = AnatCLModel("resnet18").double().train()  # float64: compare maths, not rounding
+    x = torch.from_numpy(small_brains.images[:6]).double().unsqueeze(1)
+    age = torch.from_numpy(small_brains.age[:6]).double()
+    anat = torch.from_numpy(small_brains.anatomy[:6]).double()
+
+    z_once = model(x).unsqueeze(1).expand(-1, 2, -1)
+    loss_once = anatcl_loss(z_once, age, anat)
+    g_once = torch.autograd.grad(loss_once, list(model.parameters()))
+
+    z_two = model(torch.cat([x, x])).view(2, 6, -1).transpose(0, 1)  # the reference layout
+    loss_two = anatcl_loss(z_two, age, anat)
+    g_two = torch.autograd.grad(loss_two, list(model.parameters()))
+
+    torch.testing.assert_close(loss_once, loss_two, rtol=1e-10, atol=1e-12)
+    for a, b in zip(g_once, g_two):
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-10)
+
+
+def test_augmented_views_differ_and_train(small_brains):
+    X = small_brains.images[:8]
+    est = AnatCLEmbedder(augment="all", **FAST).fit(X, **_meta(small_brains, slice(8)))
+    assert np.isfinite(est.history_[-1, "train_loss"])
+    from anatcl_sklearn.embedder._augment import make_views
+
+    gen = torch.Generator().manual_seed(0)
+    views = make_views(torch.from_numpy(X[:2]).unsqueeze(1), ("crop", "cutout", "noise"), gen)
+    assert views.shape == (2, 2, 1, *X.shape[1:])
+    assert not torch.equal(views[:, 0], views[:, 1])
+
+
+# ---------------------------------------------------------------- scikit-learn integration
+def test_pipeline_cross_val_score_without_routing(small_brains):
+    X, sex = small_brains.images[:24], small_brains.sex[:24]
+    pipe = make_pipeline(AnatCLEmbedder(**FAST), LogisticRegression(max_iter=500))
+    scores = cross_val_score(pipe, X, sex, cv=KFold(2, shuffle=True, random_state=0),
+                             params={"anatclembedder__age": small_brains.age[:24],
+                                     "anatclembedder__anatomy": small_brains.anatomy[:24]})
+    assert scores.shape == (2,) and np.all((scores >= 0) & (scores <= 1))
+
+
+def test_grid_search_over_sigma_and_lambda_with_routed_metadata(small_brains):
+    X, y = small_brains.images[:24], small_brains.sex[:24]
+    seen = []
+
+    class Spy(AnatCLEmbedder):
+        def fit(self, X, y=None, *, age=None, anatomy=None):
+            seen.append((len(X), None if age is None else len(age), None if anatomy is None else anatomy.shape))
+            return super().fit(X, y, age=age, anatomy=anatomy)
+
+    with sklearn.config_context(enable_metadata_routing=True):
+        emb = Spy(**FAST).set_fit_request(age=True, anatomy=True)
+        pipe = make_pipeline(emb, LogisticRegression(max_iter=500))
+        grid = GridSearchCV(pipe, {"spy__sigma": [1.0, 5.0], "spy__lambda_anat": [0.0, 1.0]},
+                            cv=2, refit=False)
+        grid.fit(X, y, age=small_brains.age[:24], anatomy=small_brains.anatomy[:24])
+    assert len(grid.cv_results_["params"]) == 4
+    # every fit saw age and anatomy sliced to its training fold (12 of 24)
+    assert len(seen) == 8 and all(s == (12, 12, (12, 68, 3)) for s in seen)
+
+
+def test_grid_search_without_routing_uses_prefixed_fit_params(small_brains):
+    X, y = small_brains.images[:16], small_brains.sex[:16]
+    pipe = make_pipeline(AnatCLEmbedder(**FAST), LogisticRegression(max_iter=500))
+    grid = GridSearchCV(pipe, {"anatclembedder__sigma": [1.0, 3.0]}, cv=2)
+    grid.fit(X, y, anatclembedder__age=small_brains.age[:16],
+             anatclembedder__anatomy=small_brains.anatomy[:16])
+    assert grid.best_estimator_[0].sigma in (1.0, 3.0)
+
+
+def test_y_as_age(small_brains):
+    X, age = small_brains.images[:8], small_brains.age[:8]
+    with pytest.raises(ValueError, match="needs age.*use_y_as_age"):
+        AnatCLEmbedder(method="yaware", **FAST).fit(X, age)
+    est = AnatCLEmbedder(method="yaware", use_y_as_age=True, **FAST).fit(X, age)
+    assert np.isfinite(est.history_[-1, "train_loss"])
+    with pytest.raises(ValueError, match="differ"):
+        AnatCLEmbedder(method="yaware", use_y_as_age=True, **FAST).fit(X, age, age=age + 1)
+
+
+# ---------------------------------------------------------------- pretrained weights
+def _released_checkpoint(path, seed=7):
+    import argparse
+
+    from anatcl_sklearn.models import AnatCLModel
+
+    torch.manual_seed(seed)
+    sd = AnatCLModel("resnet18").state_dict()
+    torch.save({"opts": argparse.Namespace(method="anatcl"), "model": sd, "epoch": 299,
+                "optimizer": {}, "run_id": "x"}, path)
+    return sd
+
+
+def test_pretrained_fit_trains_nothing_and_clone_behaves_the_same(small_brains, tmp_path):
+    ckpt = tmp_path / "anatcl.pth"
+    sd = _released_checkpoint(ckpt)
+    X = small_brains.images[:6]
+    est = AnatCLEmbedder(pretrained=str(ckpt), verbose=0).fit(X)  # no age/anatomy needed
+    assert len(est.history_) == 0
+    assert _same_weights(sd, {k: v.cpu() for k, v in est.net_.module_.state_dict().items()})
+    np.testing.assert_array_equal(est.transform(X), clone(est).fit(X).transform(X))
+
+    tuned = AnatCLEmbedder(pretrained=str(ckpt), finetune=True, **FAST).fit(X, **_meta(small_brains, slice(6)))
+    assert len(tuned.history_) == 1 and not _same_weights(sd, _weights(tuned))
+
+
+def test_frozen_estimator_in_pipeline_is_not_refitted(small_brains):
+    X, sex = small_brains.images[:20], small_brains.sex[:20]
+    emb = AnatCLEmbedder(**FAST).fit(X, **_meta(small_brains, slice(20)))
+    before = _weights(emb)
+    pipe = make_pipeline(FrozenEstimator(emb), LogisticRegression(max_iter=500))
+    scores = cross_val_score(pipe, X, sex, cv=2)
+    assert scores.shape == (2,)
+    assert _same_weights(before, _weights(emb))
+
+
+# ---------------------------------------------------------------- faults
+class _InterruptAt(Callback):
+    def __init__(self, epoch, batch):
+        self.epoch, self.batch = epoch, batch
+
+    def on_epoch_end(self, net, **kw):
+        if len(net.history) == self.epoch - 1:
+            net._saved_for_test = {k: v.detach().clone() for k, v in net.module_.state_dict().items()}
+
+    def on_batch_begin(self, net, **kw):
+        if len(net.history) == self.epoch and len(net.history[-1]["batches"]) == self.batch:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_keeps_last_finished_epoch(small_brains):
+    X = small_brains.images[:16]
+    est = AnatCLEmbedder(max_epochs=5, batch_size=4, lr=1e-3, verbose=0, random_state=0,
+                         callbacks=[_InterruptAt(epoch=3, batch=2)])
+    with pytest.warns(RuntimeWarning, match="interrupted during epoch 3"):
+        est.fit(X, **_meta(small_brains, slice(16)))
+    assert len(est.history_) == 2
+    assert _same_weights(est.net_._saved_for_test, _weights(est))
+    assert est.transform(X).shape == (16, 512)
+
+
+class _CrashAt(Callback):
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_begin(self, net, **kw):
+        if len(net.history) == self.epoch:
+            raise RuntimeError("simulated crash")
+
+
+def test_checkpoint_resume_reproduces_uninterrupted_run(small_brains, tmp_path):
+    X, meta = small_brains.images[:8], _meta(small_brains, slice(8))
+    params = dict(max_epochs=3, batch_size=4, lr=1e-3, verbose=0, random_state=1, augment="flip+noise")
+    reference = AnatCLEmbedder(**params).fit(X, **meta)
+
+    crashing = AnatCLEmbedder(checkpoint_dir=tmp_path, callbacks=[_CrashAt(2)], **params)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        crashing.fit(X, **meta)
+    files = list(tmp_path.glob("*.pt"))
+    assert len(files) == 1
+
+    resumed = AnatCLEmbedder(checkpoint_dir=tmp_path, callbacks=[_CrashAt(99)], **params).fit(X, **meta)
+    assert len(resumed.history_) == 3
+    np.testing.assert_allclose(resumed.history_[:, "train_loss"], reference.history_[:, "train_loss"],
+                               rtol=1e-5)
+    np.testing.assert_allclose(resumed.transform(X), reference.transform(X), rtol=1e-4, atol=1e-5)
+
+    other = AnatCLEmbedder(checkpoint_dir=tmp_path, **{**params, "sigma": 3.0}).fit(X, **meta)
+    assert len(list(tmp_path.glob("*.pt"))) == 2 and len(other.history_) == 3
+
+
+def test_non_finite_loss_stops_with_epoch_and_batch(small_brains):
+    from anatcl_sklearn.losses import AnatCLLoss
+
+    class NaNOnThirdCall(AnatCLLoss):
+        calls = 0
+
+        def forward(self, *args):
+            NaNOnThirdCall.calls += 1
+            loss = super().forward(*args)
+            return loss * float("nan") if NaNOnThirdCall.calls == 3 else loss
+
+    snapshots = []
+
+    class Snap(Callback):
+        def on_batch_end(self, net, **kw):
+            snapshots.append({k: v.detach().clone() for k, v in net.module_.state_dict().items()})
+
+    X = small_brains.images[:8]
+    est = AnatCLEmbedder(max_epochs=3, batch_size=4, lr=1e-3, verbose=0, random_state=0,
+                         callbacks=[Snap()], net_params={"criterion": NaNOnThirdCall})
+    with pytest.raises(NonFiniteLossError, match="epoch 2, batch 1"):
+        est.fit(X, **_meta(small_brains, slice(8)))
+    assert _same_weights(snapshots[-1], _weights(est))
+    assert np.isfinite(est.transform(X)).all()
+
+
+def test_bf16_autocast_on_cpu(small_brains):
+    X = small_brains.images[:8]
+    est = AnatCLEmbedder(precision="bf16", **FAST).fit(X, **_meta(small_brains, slice(8)))
+    assert np.isfinite(est.history_[-1, "train_loss"]) and np.isfinite(est.transform(X)).all()
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize("params, match", [
+    ({"method": "byol"}, "method='byol'"),
+    ({"descriptor": "regional"}, "descriptor='regional'"),
+    ({"sigma": 0.0}, "sigma must be > 0"),
+    ({"sigma": -1}, "sigma must be > 0"),
+    ({"temperature": 0}, "temperature must be > 0"),
+    ({"augment": "rotate"}, "rotate"),
+    ({"lambda_age": 0, "lambda_anat": 0}, "both 0"),
+    ({"batch_size": 1}, "batch_size"),
+])
+def test_bad_parameters_are_refused_in_fit(small_brains, params, match):
+    est = AnatCLEmbedder(**{**FAST, **params})
+    with pytest.raises(ValueError, match=match):
+        est.fit(small_brains.images[:4], **_meta(small_brains, slice(4)))
+
+
+def test_bad_metadata_is_refused_before_training(small_brains):
+    X = small_brains.images[:6]
+    with pytest.raises(ValueError, match=r"needs anatomy.*\(n_subjects, 68, 3\)"):
+        AnatCLEmbedder(**FAST).fit(X, age=small_brains.age[:6])
+    with pytest.raises(ValueError, match=r"anatomy must have shape \(6, 68, 3\).*got shape \(6, 68\)"):
+        AnatCLEmbedder(**FAST).fit(X, age=small_brains.age[:6], anatomy=small_brains.anatomy[:6, :, 0])
+    with pytest.raises(ValueError, match=r"age must have shape \(6,\).*\(5,\)"):
+        AnatCLEmbedder(**FAST).fit(X, age=small_brains.age[:5], anatomy=small_brains.anatomy[:6])
+    bad_age = small_brains.age[:6].copy()
+    bad_age[2] = np.nan
+    with pytest.raises(ValueError, match=r"age has non-finite.*\[2\]"):
+        AnatCLEmbedder(**FAST).fit(X, age=bad_age, anatomy=small_brains.anatomy[:6])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_voxels_are_refused(small_brains, bad):
+    X = small_brains.images[:6].copy()
+    X[4, 3, 3, 3] = bad
+    with pytest.raises(ValueError, match="4"):
+        AnatCLEmbedder(**FAST).fit(X, **_meta(small_brains, slice(6)))
+
+
+def test_transform_before_fit_and_wrong_grid(small_brains):
+    with pytest.raises(NotFittedError):
+        AnatCLEmbedder().transform(small_brains.images[:2])
+    est = AnatCLEmbedder(**FAST).fit(small_brains.images[:6], **_meta(small_brains, slice(6)))
+    with pytest.raises(ValueError, match=r"fitted on \(24, 28, 24\)"):
+        est.transform(np.zeros((2, 20, 20, 20), dtype=np.float32))
+
+
+# ---------------------------------------------------------------- does pretraining help?
+@pytest.mark.slow
+def test_pretraining_improves_age_probe_over_untrained_encoder():
+    from anatcl_sklearn.datasets import make_synthetic_brains
+
+    data = make_synthetic_brains(80, shape=(24, 28, 24), random_state=1)
+    train, test = slice(0, 60), slice(60, 80)
+    common = dict(batch_size=16, lr=1e-3, random_state=0, verbose=0)
+
+    def probe_mae(est):
+        Z = est.transform(data.images)
+        ridge = Ridge(alpha=1.0).fit(Z[train], data.age[train])
+        return np.abs(ridge.predict(Z[test]) - data.age[test]).mean()
+
+    meta = dict(age=data.age[train], anatomy=data.anatomy[train])
+    untrained = AnatCLEmbedder(max_epochs=0, **common).fit(data.images[train], **meta)
+    trained = AnatCLEmbedder(max_epochs=15, **common).fit(data.images[train], **meta)
+    mae_untrained, mae_trained = probe_mae(untrained), probe_mae(trained)
+    print(f"held-out ridge age MAE: untrained {mae_untrained:.2f}, pretrained {mae_trained:.2f}, "
+          f"ratio {mae_trained / mae_untrained:.2f}")
+    assert mae_trained < 0.9 * mae_untrained
