@@ -382,3 +382,85 @@ def test_pretraining_improves_age_probe_over_untrained_encoder():
     print(f"held-out ridge age MAE: untrained {mae_untrained:.2f}, pretrained {mae_trained:.2f}, "
           f"ratio {mae_trained / mae_untrained:.2f}")
     assert mae_trained < 0.9 * mae_untrained
+
+
+# ---------------------------------------------------------------- image inputs (files, nibabel)
+def test_every_input_kind_gives_the_same_embeddings(small_brains, tmp_path):
+    import nibabel as nib
+    import pandas as pd
+
+    X = small_brains.images[:6]
+    affine = np.diag([-1.5, 1.5, 1.5, 1.0])
+    npy, nii, niigz, imgs = [], [], [], []
+    for i, vol in enumerate(X):
+        np.save(tmp_path / f"s{i}.npy", vol[None, None])  # OpenBHB's (1, 1, D, H, W) layout
+        npy.append(str(tmp_path / f"s{i}.npy"))
+        img = nib.Nifti1Image(vol, affine)
+        nib.save(img, tmp_path / f"s{i}.nii")
+        nib.save(img, tmp_path / f"s{i}.nii.gz")
+        nii.append(tmp_path / f"s{i}.nii")
+        niigz.append(str(tmp_path / f"s{i}.nii.gz"))
+        imgs.append(img)
+
+    est = AnatCLEmbedder(**FAST).fit(npy, **_meta(small_brains, slice(6)))
+    reference = est.transform(X)
+    for kind in (npy, nii, niigz, imgs, pd.Series(nii), tuple(npy)):
+        np.testing.assert_array_equal(est.transform(kind), reference)
+    from_array = AnatCLEmbedder(**FAST).fit(X, **_meta(small_brains, slice(6)))
+    np.testing.assert_array_equal(from_array.transform(X), reference)  # same training either way
+
+
+def test_bad_files_are_named_before_training(small_brains, tmp_path):
+    X = small_brains.images[:4].copy()
+    paths = []
+    for i, vol in enumerate(X):
+        if i == 2:
+            vol = vol.copy()
+            vol[1, 1, 1] = np.nan
+        np.save(tmp_path / f"s{i}.npy", vol)
+        paths.append(str(tmp_path / f"s{i}.npy"))
+    trained = []
+
+    class Spy(Callback):
+        def on_train_begin(self, net, **kw):
+            trained.append(True)
+
+    with pytest.raises(ValueError, match="s2.npy"):
+        AnatCLEmbedder(callbacks=[Spy()], **FAST).fit(paths, **_meta(small_brains, slice(4)))
+    assert not trained
+    with pytest.raises(FileNotFoundError, match="missing.npy"):
+        AnatCLEmbedder(**FAST).fit(paths[:3] + [str(tmp_path / "missing.npy")], **_meta(small_brains, slice(4)))
+    with pytest.raises(TypeError, match="list"):
+        AnatCLEmbedder(**FAST).fit(paths[0], **_meta(small_brains, slice(4)))
+
+
+# ---------------------------------------------------------------- speed options
+@pytest.mark.parametrize("dtype, tol", [("float16", 1e-3), ("uint8", 1 / 255)])
+def test_volume_cache_round_trip(small_brains, dtype, tol):
+    from anatcl_sklearn import check_images
+    from anatcl_sklearn.embedder._cache import VolumeCache
+
+    X = small_brains.images[:5]
+    cache = VolumeCache(check_images(X), dtype, "cpu")
+    assert cache.nbytes == X.size * (2 if dtype == "float16" else 1)
+    decoded = cache.batch(torch.tensor([3, 0]), "cpu").numpy()
+    assert decoded.shape == (2, 1, *X.shape[1:])
+    ranges = np.ptp(X[[3, 0]].reshape(2, -1), axis=1)
+    err = np.abs(decoded[:, 0] - X[[3, 0]]).reshape(2, -1).max(axis=1)
+    assert np.all(err <= tol * np.maximum(ranges, 1) + 1e-6)
+
+
+def test_cached_training_matches_uncached_and_keeps_no_data(small_brains):
+    X, meta = small_brains.images[:8], _meta(small_brains, slice(8))
+    plain = AnatCLEmbedder(**FAST).fit(X, **meta)
+    cached = AnatCLEmbedder(cache="memory", **FAST).fit(X, **meta)
+    assert cached.net_.volume_cache is None
+    np.testing.assert_allclose(cached.history_[:, "train_loss"], plain.history_[:, "train_loss"], rtol=1e-2)
+    assert len(pickle.dumps(cached)) < len(pickle.dumps(plain)) + 10_000
+
+
+def test_channels_last_gives_the_same_embeddings(small_brains):
+    X, meta = small_brains.images[:8], _meta(small_brains, slice(8))
+    a = AnatCLEmbedder(**FAST).fit(X, **meta).transform(X)
+    b = AnatCLEmbedder(channels_last=True, **FAST).fit(X, **meta).transform(X)
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)

@@ -29,8 +29,6 @@ EXPECTED_FAILED_CHECKS = {
     "check_transformer_data_not_an_array": _TABULAR,
     "check_transformer_general": _TABULAR,
     "check_transformer_preserve_dtypes": _TABULAR,
-    "check_transformers_unfitted": (
-        "fits on a 2-D array first; transform before fit raises NotFittedError (tested)"),
     "check_methods_sample_order_invariance": _TABULAR,
     "check_methods_subset_invariance": _TABULAR,
     "check_fit2d_1sample": _TABULAR,
@@ -49,11 +47,10 @@ EXPECTED_FAILED_CHECKS = {
     "check_readonly_memmap_input": _TABULAR,
     "check_n_features_in_after_fitting": _TABULAR,
     "check_positive_only_tag_during_fit": _TABULAR,
-    "check_estimators_unfitted": _TABULAR,
     "check_requires_y_none": _TABULAR,
-    "check_fit1d": "feeds 1-D X; refused, as by every estimator, but with our own message",
-    "check_transformer_n_iter": _TABULAR,
     "check_get_feature_names_out_error": _TABULAR,
+    "check_dtype_object": (
+        "expects sklearn's own message for object arrays; ours names the dtype and what is accepted"),
     "check_complex_data": "expects a specific message; complex voxels are refused with our own",
 }
 

@@ -20,10 +20,14 @@ class SubjectDataset(Dataset):
         The validated images.
     age : ndarray of shape (n_subjects,) or None
     anatomy : ndarray of shape (n_subjects, n_regions, n_measures) or None
+    cached : bool, default=False
+        Yield the subject index instead of the volume (the net reads a
+        :class:`~anatcl_sklearn.embedder._cache.VolumeCache`).
     """
 
-    def __init__(self, images, age=None, anatomy=None):
+    def __init__(self, images, age=None, anatomy=None, *, cached=False):
         self.images = images
+        self.cached = cached
         self.age = None if age is None else torch.as_tensor(np.asarray(age, dtype=np.float32))
         self.anatomy = (None if anatomy is None
                         else torch.as_tensor(np.asarray(anatomy, dtype=np.float32)))
@@ -32,7 +36,10 @@ class SubjectDataset(Dataset):
         return len(self.images)
 
     def __getitem__(self, i):
-        item = {"x": torch.from_numpy(np.ascontiguousarray(self.images.load(i)))[None]}
+        if self.cached:  # the volume lives in a VolumeCache; only its index travels
+            item = {"idx": torch.tensor(i)}
+        else:
+            item = {"x": torch.from_numpy(np.ascontiguousarray(self.images.load(i)))[None]}
         if self.age is not None:
             item["age"] = self.age[i]
         if self.anatomy is not None:

@@ -22,6 +22,7 @@ from sklearn.utils.validation import check_is_fitted
 from skorch.callbacks import EarlyStopping, ProgressBar
 
 from .._images import check_images
+from ._cache import VolumeCache
 from ._callbacks import KeepLastEpoch, ResumableCheckpoint, StepLR
 from ._data import SubjectDataset
 from ._net import ContrastiveNet
@@ -74,8 +75,9 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         Epochs between learning-rate decays.
     lr_gamma : float, default=0.9
         Learning-rate decay factor.
-    weight_decay : float, default=0.0
-        Adam weight decay.
+    weight_decay : float, default=5e-5
+        Adam weight decay (coupled L2, as ``torch.optim.Adam``). The released AnatCL runs used
+        5e-5 (their run names read ``wd5e-05``).
     device : str or torch.device, default="auto"
         ``"auto"`` uses CUDA when available, else the CPU.
     data_parallel : {"auto", True, False}, default="auto"
@@ -83,6 +85,16 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         contrastive loss sees the whole batch.
     precision : {"fp32", "bf16"}, default="fp32"
         ``"bf16"`` runs the network under bfloat16 autocast (losses stay in float32).
+    channels_last : bool, default=False
+        Use the ``channels_last_3d`` memory format (can speed up cuDNN on recent GPUs).
+    compile : bool, default=False
+        Compile the module with ``torch.compile`` (skorch's ``compile``) for training.
+    cache : {"none", "memory", "device"}, default="none"
+        Keep a compact copy of the training volumes in memory or on the training device (GPU),
+        read once before the first epoch, so later epochs do no file I/O (OpenBHB: 15.8 GiB
+        in float16). With ``"none"`` volumes are read from X every epoch.
+    cache_dtype : {"float16", "uint8"}, default="float16"
+        Storage of the cache (uint8 keeps a per-image offset and scale).
     pretrained : str, path, dict or None, default=None
         Released weights: an official name (``"anatcl-global"``, ``"anatcl-local"``), a
         checkpoint path or a state dict. ``fit`` then loads them and trains nothing (the
@@ -96,7 +108,9 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         input) or the L2-normalised projection head output (128-d).
     anatomy_scaling : {"auto", "minmax", "none"}, default="auto"
         Min-max scaling (γ in Eq. 2) of anatomy, fitted on the training data. ``"auto"`` scales
-        for the local descriptor and not for the global one, as the paper.
+        for the local descriptor and not for the global one, as the paper writes; the released
+        runs' names read ``normTrue`` for both descriptors, so use ``"minmax"`` to match the
+        released global weights.
     use_y_as_age : bool, default=False
         Take ``y`` as age when ``age`` is not given (for grids that probe age). By default ``y``
         is ignored, as in any unsupervised transformer: in a pipeline it is the downstream
@@ -159,10 +173,14 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         lr=1e-4,
         lr_step=10,
         lr_gamma=0.9,
-        weight_decay=0.0,
+        weight_decay=5e-5,
         device="auto",
         data_parallel="auto",
         precision="fp32",
+        channels_last=False,
+        compile=False,
+        cache="none",
+        cache_dtype="float16",
         pretrained=None,
         fold=0,
         finetune=False,
@@ -195,6 +213,10 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self.device = device
         self.data_parallel = data_parallel
         self.precision = precision
+        self.channels_last = channels_last
+        self.compile = compile
+        self.cache = cache
+        self.cache_dtype = cache_dtype
         self.pretrained = pretrained
         self.fold = fold
         self.finetune = finetune
@@ -210,6 +232,22 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self.verbose = verbose
 
     # ------------------------------------------------------------------ validation
+    @staticmethod
+    def _check_X(X, check_finite="auto"):
+        import scipy.sparse
+
+        if scipy.sparse.issparse(X):
+            raise TypeError(
+                "Sparse input is not supported: AnatCLEmbedder needs dense images, an array "
+                "(n_images, D, H, W) or a list of image paths or nibabel images."
+            )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            images = check_images(X, check_finite=check_finite)
+        for w in caught:  # re-issue at the user's line (user -> fit/transform -> _check_X)
+            warnings.warn(w.message, w.category, stacklevel=3)
+        return images
+
     def _resolve_age(self, y, age, n):
         if age is None and self.use_y_as_age and y is not None:
             age = y
@@ -368,6 +406,8 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             augment=augment,
             augment_generator=aug_gen,
             autocast_dtype=torch.bfloat16 if self.precision == "bf16" else None,
+            channels_last=self.channels_last,
+            compile=self.compile,
         )
         if device.startswith("cuda"):
             params["iterator_train__pin_memory"] = True
@@ -399,11 +439,13 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self : AnatCLEmbedder
         """
         validate_params(self)
-        images = check_images(X)
+        train = self.pretrained is None or self.finetune
+        # Training reads every volume many times, so one up-front pass that finds NaN/inf voxels
+        # (and names the file) before any training costs little; inference checks lazily.
+        images = self._check_X(X, check_finite=True if train else "auto")
         n = len(images)
         if n < 2:
             raise ValueError(f"fit needs at least 2 images to contrast; got {n}.")
-        train = self.pretrained is None or self.finetune
         if train:
             age = self._resolve_age(y, age, n)
             anatomy = self._resolve_anatomy(anatomy, n)
@@ -432,7 +474,13 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self.input_shape_ = tuple(images.shape)
         self.n_features_out_ = self._n_out(module)
 
+        if self.channels_last:
+            module = module.to(memory_format=torch.channels_last_3d)
+        if train and self.verbose:
+            print(_runtime_summary(device, self), flush=True)
+
         cuda_devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
+        cudnn_benchmark = torch.backends.cudnn.benchmark
         with torch.random.fork_rng(devices=cuda_devices):
             torch.manual_seed(seed)
             net.initialize()
@@ -444,10 +492,18 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             remaining = self.max_epochs - done if train else 0
             try:
                 if remaining > 0:
-                    net.partial_fit(SubjectDataset(images, age, anatomy), epochs=remaining)
+                    cached = self.cache != "none"
+                    if cached:
+                        net.volume_cache = VolumeCache(
+                            images, self.cache_dtype, device if self.cache == "device" else "cpu")
+                    # fixed input shapes: let cuDNN pick the fastest 3D convolution algorithms
+                    torch.backends.cudnn.benchmark = cudnn_benchmark or device.startswith("cuda")
+                    net.partial_fit(SubjectDataset(images, age, anatomy, cached=cached),
+                                    epochs=remaining)
             finally:
-                if isinstance(net.module_, torch.nn.DataParallel):
-                    net.module_ = net.module_.module  # unwrap: plain keys for pickling and saving
+                torch.backends.cudnn.benchmark = cudnn_benchmark
+                net.volume_cache = None  # never keep (or pickle) a copy of the training data
+                net.module_ = _unwrap_module(net.module_)  # plain keys for pickling and saving
         self.history_ = net.history
         keeper = dict(net.callbacks_)["keep_last_epoch"]
         interrupted = getattr(keeper, "interrupted_epoch_", None) if remaining > 0 else None
@@ -483,15 +539,13 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             Encoder features (``output="encoder"``) or projections (``output="projection"``).
         """
         check_is_fitted(self, "net_")
-        images = check_images(X)
+        images = self._check_X(X)
         if tuple(images.shape) != self.input_shape_:
             raise ValueError(
                 f"X has images of shape {tuple(images.shape)}, but this embedder was fitted on "
                 f"{self.input_shape_}; resample the images to the fitted grid."
             )
-        module = self.net_.module_
-        if isinstance(module, torch.nn.DataParallel):
-            module = module.module
+        module = _unwrap_module(self.net_.module_)
         device = next(module.parameters()).device
         module.eval()
         loader = torch.utils.data.DataLoader(
@@ -504,6 +558,8 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         with torch.inference_mode(), autocast:
             for batch, _ in loader:
                 x = batch["x"].to(device, non_blocking=True)
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last_3d)
                 z = module.encode(x) if self.output == "encoder" else module(x)
                 out.append(z.float().cpu().numpy())
         return np.concatenate(out, axis=0)
@@ -513,6 +569,31 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         tags.non_deterministic = self.random_state is None
         tags.requires_fit = True
         return tags
+
+
+def _unwrap_module(module):
+    """Strip DataParallel and torch.compile wrappers."""
+    while True:
+        if isinstance(module, torch.nn.DataParallel):
+            module = module.module
+        elif hasattr(module, "_orig_mod"):
+            module = module._orig_mod
+        else:
+            return module
+
+
+def _runtime_summary(device, est):
+    """One line with the versions that decide speed (some torch releases disable cuDNN for bf16
+    3D convolutions, which is about 4x slower), logged at the start of training."""
+    parts = [f"anatcl-sklearn: torch {torch.__version__}"]
+    if device.startswith("cuda"):
+        idx = torch.device(device).index or 0
+        parts.append(f"CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}")
+        parts.append(f"{torch.cuda.device_count()} GPU(s), {torch.cuda.get_device_name(idx)}")
+    else:
+        parts.append(f"CPU, {torch.get_num_threads()} threads")
+    parts.append(f"precision {est.precision}, augment {est.augment!r}, cache {est.cache!r}")
+    return "; ".join(parts)
 
 
 def _stderr_is_tty():

@@ -41,11 +41,18 @@ class ContrastiveNet(NeuralNet):
     autocast_dtype : torch.dtype or None, default=None
         Mixed-precision dtype for the forward pass (e.g. ``torch.bfloat16``); losses compute
         in float32.
+    channels_last : bool, default=False
+        Feed volumes in ``torch.channels_last_3d`` memory format (faster cuDNN kernels on
+        recent GPUs; the module is converted by the estimator).
+    volume_cache : VolumeCache or None, default=None
+        When set, batches carry subject indices and volumes are decoded from this cache.
     """
 
     def __init__(self, *args, loss_inputs=(), n_views=2, augment=(), augment_generator=None,
-                 autocast_dtype=None, **kwargs):
+                 autocast_dtype=None, channels_last=False, volume_cache=None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.channels_last = channels_last
+        self.volume_cache = volume_cache
         self.loss_inputs = loss_inputs
         self.n_views = n_views
         self.augment = augment
@@ -60,13 +67,21 @@ class ContrastiveNet(NeuralNet):
 
     def infer(self, x, **fit_params):
         x = to_tensor(x, device=self.device)
-        volume = x["x"] if isinstance(x, dict) else x
+        if isinstance(x, dict):
+            volume = self.volume_cache.batch(x["idx"], self.device) if "idx" in x else x["x"]
+        else:
+            volume = x
+        if self.channels_last:
+            volume = volume.contiguous(memory_format=torch.channels_last_3d)
         training = self.module_.training
         with self._autocast():
             if training and self.augment:
                 views = make_views(volume, self.augment, self.augment_generator,
                                    n_views=self.n_views or 2)
-                out = self.module_(views.flatten(0, 1))
+                flat = views.flatten(0, 1)
+                if self.channels_last:
+                    flat = flat.contiguous(memory_format=torch.channels_last_3d)
+                out = self.module_(flat)
                 return out.view(volume.shape[0], views.shape[1], -1).float()
             out = self.module_(volume).float()
         if training and self.n_views:

@@ -14,6 +14,8 @@ OUTPUTS = ("encoder", "projection")
 PRECISIONS = ("fp32", "bf16")
 ANATOMY_SCALINGS = ("auto", "minmax", "none")
 AUGMENTATIONS = ("flip", "crop", "cutout", "blur", "noise")
+CACHES = ("none", "memory", "device")
+CACHE_DTYPES = ("float16", "uint8")
 
 #: The methods whose loss needs age, and the ones that need anatomy (given their lambdas).
 _NEEDS_AGE = {"yaware", "expw", "l1"}
@@ -76,6 +78,11 @@ def validate_params(est):
     _check_choice("output", est.output, OUTPUTS)
     _check_choice("precision", est.precision, PRECISIONS)
     _check_choice("anatomy_scaling", est.anatomy_scaling, ANATOMY_SCALINGS)
+    _check_choice("cache", est.cache, CACHES)
+    _check_choice("cache_dtype", est.cache_dtype, CACHE_DTYPES)
+    for flag in ("channels_last", "compile", "finetune", "use_y_as_age"):
+        if not isinstance(getattr(est, flag), bool):
+            raise TypeError(f"{flag} must be True or False; got {getattr(est, flag)!r}.")
     from ..models import ARCHITECTURES
 
     _check_choice("arch", est.arch, ARCHITECTURES)

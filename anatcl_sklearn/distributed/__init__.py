@@ -1,0 +1,21 @@
+"""Multi-process and multi-machine pretraining: torchrun, DistributedDataParallel, all-gather.
+
+- :func:`gather_with_grad`: concatenate a tensor over ranks, gradients flowing back to every
+  rank (identity without a process group);
+- :class:`DistributedContrastiveLoss`: the AnatCL, y-Aware, ExpW and SimCLR losses of this
+  rank's anchors against the all-gathered global batch, scaled so that DDP's gradient
+  averaging gives exactly the single-process gradient;
+- :func:`train_distributed`: the DDP training loop (paper defaults), with checkpoints in the
+  released AnatCL layout, run on every rank by ``python -m anatcl_sklearn.distributed``.
+
+Launch on N machines with G GPUs each (the same command on every machine)::
+
+    torchrun --nnodes=N --nproc-per-node=G --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT \\
+        -m anatcl_sklearn.distributed --openbhb /data/openbhb --epochs 300 --output anatcl.pt
+"""
+
+from ._gather import gather_with_grad
+from ._loss import METHODS, DistributedContrastiveLoss
+from ._train import train_distributed
+
+__all__ = ["METHODS", "DistributedContrastiveLoss", "gather_with_grad", "train_distributed"]

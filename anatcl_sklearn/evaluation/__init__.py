@@ -1,0 +1,36 @@
+"""Downstream evaluation: the paper's tasks, linear probes and results tables.
+
+- :data:`TASKS`, :class:`Task`, :func:`get_task`, :data:`PAPER_TABLES`: the 12 diagnosis
+  tasks and 10 phenotypes of the paper, with their label rules;
+- :data:`PAPER_METHODS`: the rows of the tables as :class:`~anatcl_sklearn.AnatCLEmbedder`
+  parameters;
+- :func:`linear_probe`, :func:`make_probe`, :func:`embed`, :data:`PROBE_GRID`: the probe
+  protocol on frozen embeddings (computed once, optionally cached on disk);
+- :class:`ProbeResult`, :func:`results_table`, :func:`save_results_csv`,
+  :func:`plot_results`: tables printed as the paper's, CSV files and bar charts;
+- :func:`load_cohort`: a downstream cohort on disk (participants table and images).
+"""
+
+from ._cohorts import load_cohort
+from ._methods import PAPER_METHODS
+from ._plotting import plot_results
+from ._probe import PROBE_GRID, embed, linear_probe, make_probe
+from ._results import ProbeResult, results_table, save_results_csv
+from ._tasks import PAPER_TABLES, TASKS, Task, get_task
+
+__all__ = [
+    "PAPER_METHODS",
+    "PAPER_TABLES",
+    "PROBE_GRID",
+    "TASKS",
+    "ProbeResult",
+    "Task",
+    "embed",
+    "get_task",
+    "linear_probe",
+    "load_cohort",
+    "make_probe",
+    "plot_results",
+    "results_table",
+    "save_results_csv",
+]

@@ -1,0 +1,49 @@
+"""Stable cache keys for fitted estimators that hold torch objects.
+
+``joblib.hash`` pickles its argument. A fitted skorch net pickles its torch attributes with
+``torch.save``, whose bytes hold the memory addresses of freshly made tensors (the random
+generators' states): two hashes of the same fitted :class:`~anatcl_sklearn.AnatCLEmbedder`
+differ, and a joblib cache keyed on it never hits. Here torch objects are hashed by value:
+tensors by dtype, shape and bytes, generators by state, modules by their state dict, and
+skorch nets by their attributes rather than by their pickled form.
+"""
+
+import sys
+
+import numpy as np
+from joblib.hashing import NumpyHasher
+
+__all__ = ["stable_hash"]
+
+
+def _tensor_bytes(tensor):
+    flat = tensor.detach().cpu().contiguous().reshape(-1)
+    return np.frombuffer(flat.view(dtype=__import__("torch").uint8).numpy().tobytes(),
+                         dtype=np.uint8)
+
+
+def _by_value(obj):
+    """A picklable stand-in for ``obj`` whose pickle depends only on its value."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        if isinstance(obj, torch.Tensor):
+            return ("torch.Tensor", str(obj.dtype), tuple(obj.shape), _tensor_bytes(obj))
+        if isinstance(obj, torch.Generator):
+            return ("torch.Generator", str(obj.device), _tensor_bytes(obj.get_state()))
+        if isinstance(obj, torch.nn.Module):
+            # Weights and buffers only: train / eval mode is not part of the value.
+            return ("torch.nn.Module", type(obj).__qualname__, dict(obj.state_dict()))
+    skorch = sys.modules.get("skorch")
+    if skorch is not None and isinstance(obj, skorch.NeuralNet):
+        return ("skorch.NeuralNet", type(obj).__qualname__, dict(vars(obj)))
+    return obj
+
+
+class _ValueHasher(NumpyHasher):
+    def save(self, obj):
+        NumpyHasher.save(self, _by_value(obj))
+
+
+def stable_hash(obj):
+    """Hash of ``obj`` (md5 hex digest) that is the same for equal torch states."""
+    return _ValueHasher(hash_name="md5").hash(obj)
