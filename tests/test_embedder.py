@@ -1,7 +1,6 @@
 """AnatCLEmbedder: the scikit-learn face of the project, on small synthetic brains."""
 
 import pickle
-import warnings
 
 import numpy as np
 import pytest
@@ -464,3 +463,48 @@ def test_channels_last_gives_the_same_embeddings(small_brains):
     a = AnatCLEmbedder(**FAST).fit(X, **meta).transform(X)
     b = AnatCLEmbedder(channels_last=True, **FAST).fit(X, **meta).transform(X)
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+
+
+def test_gpu_fitted_pickle_loads_on_a_cpu_only_machine(small_brains):
+    """A net pickled with device 'cuda' (as after GPU training) is mapped to the CPU on load."""
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    from skorch.exceptions import DeviceWarning
+
+    X = small_brains.images[:6]
+    est = AnatCLEmbedder(**FAST).fit(X, **_meta(small_brains, slice(6)))
+    expected = est.transform(X)
+    est.device_, est.net_.device = "cuda", "cuda"  # what a GPU fit leaves behind
+    with pytest.warns(DeviceWarning):
+        loaded = pickle.loads(pickle.dumps(est))
+    assert loaded.device_ == "cpu" and str(loaded.net_.device) == "cpu"
+    np.testing.assert_array_equal(loaded.transform(X), expected)
+
+
+def test_a_last_batch_of_one_subject_is_dropped(small_brains):
+    est = AnatCLEmbedder(max_epochs=1, batch_size=4, verbose=0, random_state=0)
+    est.fit(small_brains.images[:9], **_meta(small_brains, slice(9)))
+    assert est.history_[-1, "batches", :, "train_batch_size"] == [4, 4]
+    est.fit(small_brains.images[:10], **_meta(small_brains, slice(10)))
+    assert est.history_[-1, "batches", :, "train_batch_size"] == [4, 4, 2]
+
+
+def test_grid_warning_only_for_pretrained_weights_and_at_the_users_line(small_brains, tmp_path):
+    import warnings
+
+    from anatcl_sklearn import GridWarning
+
+    X = small_brains.images[:4]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        AnatCLEmbedder(**FAST).fit(X, **_meta(small_brains, slice(4)))
+    assert not [w for w in caught if issubclass(w.category, GridWarning)]
+
+    ckpt = tmp_path / "w.pth"
+    _released_checkpoint(ckpt)
+    est = AnatCLEmbedder(pretrained=str(ckpt), verbose=0)
+    with pytest.warns(GridWarning, match="121x145x121") as fit_warn:
+        est.fit(X)
+    with pytest.warns(GridWarning) as transform_warn:
+        est.transform(X)
+    assert {w.filename for w in list(fit_warn) + list(transform_warn)} == {__file__}

@@ -232,8 +232,7 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self.verbose = verbose
 
     # ------------------------------------------------------------------ validation
-    @staticmethod
-    def _check_X(X, check_finite="auto"):
+    def _check_X(self, X, check_finite="auto", stacklevel=3):
         import scipy.sparse
 
         if scipy.sparse.issparse(X):
@@ -243,9 +242,11 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            images = check_images(X, check_finite=check_finite)
-        for w in caught:  # re-issue at the user's line (user -> fit/transform -> _check_X)
-            warnings.warn(w.message, w.category, stacklevel=3)
+            # The grid matters for released weights, not for a network trained here on its data.
+            images = check_images(X, check_finite=check_finite,
+                                  warn_grid=self.pretrained is not None)
+        for w in caught:  # re-issue at the user's line (fit, or transform behind set_output)
+            warnings.warn(w.message, w.category, stacklevel=stacklevel)
         return images
 
     def _resolve_age(self, y, age, n):
@@ -539,7 +540,7 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             Encoder features (``output="encoder"``) or projections (``output="projection"``).
         """
         check_is_fitted(self, "net_")
-        images = self._check_X(X)
+        images = self._check_X(X, stacklevel=4)
         if tuple(images.shape) != self.input_shape_:
             raise ValueError(
                 f"X has images of shape {tuple(images.shape)}, but this embedder was fitted on "
@@ -563,6 +564,12 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
                 z = module.encode(x) if self.output == "encoder" else module(x)
                 out.append(z.float().cpu().numpy())
         return np.concatenate(out, axis=0)
+
+    def __setstate__(self, state):
+        # skorch maps a GPU-fitted net to the CPU when CUDA is missing; follow it
+        super().__setstate__(state)
+        if str(getattr(self, "device_", "cpu")).startswith("cuda") and not torch.cuda.is_available():
+            self.device_ = "cpu"
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

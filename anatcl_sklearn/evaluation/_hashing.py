@@ -4,22 +4,22 @@
 ``torch.save``, whose bytes hold the memory addresses of freshly made tensors (the random
 generators' states): two hashes of the same fitted :class:`~anatcl_sklearn.AnatCLEmbedder`
 differ, and a joblib cache keyed on it never hits. Here torch objects are hashed by value:
-tensors by dtype, shape and bytes, generators by state, modules by their state dict, and
-skorch nets by their attributes rather than by their pickled form.
+tensors by dtype, shape and bytes, generators by state, modules and optimizers by their
+state dicts, and skorch nets by their attributes rather than by their pickled form.
 """
 
 import sys
 
-import numpy as np
 from joblib.hashing import NumpyHasher
 
 __all__ = ["stable_hash"]
 
 
 def _tensor_bytes(tensor):
+    import torch
+
     flat = tensor.detach().cpu().contiguous().reshape(-1)
-    return np.frombuffer(flat.view(dtype=__import__("torch").uint8).numpy().tobytes(),
-                         dtype=np.uint8)
+    return flat.view(torch.uint8).numpy()  # any dtype, bfloat16 included
 
 
 def _by_value(obj):
@@ -33,6 +33,9 @@ def _by_value(obj):
         if isinstance(obj, torch.nn.Module):
             # Weights and buffers only: train / eval mode is not part of the value.
             return ("torch.nn.Module", type(obj).__qualname__, dict(obj.state_dict()))
+        if isinstance(obj, torch.optim.Optimizer):
+            # Its pickled state is keyed by parameter tensors, which cannot be sorted.
+            return ("torch.optim.Optimizer", type(obj).__qualname__, obj.state_dict())
     skorch = sys.modules.get("skorch")
     if skorch is not None and isinstance(obj, skorch.NeuralNet):
         return ("skorch.NeuralNet", type(obj).__qualname__, dict(vars(obj)))

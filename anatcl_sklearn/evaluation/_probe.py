@@ -15,7 +15,6 @@ release has no evaluation code; where we differ from the brain-age code we say s
   ``inner_cv`` (and the grid is skipped, C = 1, when a class has a single subject).
 """
 
-import copy
 import numbers
 import os
 
@@ -28,6 +27,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted, check_memory
 from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
+from ._hashing import stable_hash
 from ._results import ProbeResult
 from ._tasks import KINDS, get_task
 
@@ -95,15 +95,11 @@ def make_probe(kind, *, inner_cv=5, random_state=None, n_jobs=None):
     )
 
 
-def _transform(transformer, X):
+def _transform(transformer, X, transformer_key=None):
+    # Module-level so that joblib.Memory can cache it. The cache is keyed on X and on
+    # transformer_key, a hash of the transformer by value: joblib's own hash of a fitted
+    # skorch net changes from call to call (see _hashing).
     return transformer.transform(X)
-
-
-def _transform_copy(transformer, X):
-    # Module-level so that joblib.Memory can key its cache on (transformer, X). A copy runs:
-    # transform may change the object (AnatCLEmbedder switches its network to eval mode),
-    # which would change its hash and miss the cache on the next call.
-    return copy.deepcopy(transformer).transform(X)
 
 
 def _check_transformer(transformer):
@@ -148,7 +144,8 @@ def embed(transformer, X, *, memory=None):
     if memory.location is None:
         embeddings = _transform(transformer, X)
     else:
-        embeddings = memory.cache(_transform_copy)(transformer, X)
+        cached = memory.cache(_transform, ignore=["transformer"])
+        embeddings = cached(transformer, X, transformer_key=stable_hash(transformer))
     embeddings = np.asarray(embeddings)
     if embeddings.ndim != 2:
         raise ValueError(
