@@ -271,7 +271,18 @@ def test_checkpoint_resume_reproduces_uninterrupted_run(small_brains, tmp_path):
     files = list(tmp_path.glob("*.pt"))
     assert len(files) == 1
 
-    resumed = AnatCLEmbedder(checkpoint_dir=tmp_path, callbacks=[_CrashAt(99)], **params).fit(X, **meta)
+    epochs_run = []
+
+    class Count(Callback):
+        def on_epoch_begin(self, net, **kw):
+            epochs_run.append(len(net.history))
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a checkpoint that cannot be read must fail this test
+        resumed = AnatCLEmbedder(checkpoint_dir=tmp_path, callbacks=[Count()], **params).fit(X, **meta)
+    assert epochs_run == [2, 3]  # epoch 1 came from the checkpoint; the crash hit epoch 2
     assert len(resumed.history_) == 3
     np.testing.assert_allclose(resumed.history_[:, "train_loss"], reference.history_[:, "train_loss"],
                                rtol=1e-5)

@@ -428,7 +428,7 @@ def test_check_images_reads_no_npy_voxels(volumes, tmp_path, monkeypatch):
 
 def test_loading_a_thousand_files_keeps_memory_flat(tmp_path):
     rng = np.random.default_rng(2)
-    shape = (8, 9, 8)
+    shape = (16, 16, 16)  # big enough that holding all 1,000 (16 MB) dwarfs allocator noise
     volume_bytes = 4 * np.prod(shape)
     sums = []
     paths = []

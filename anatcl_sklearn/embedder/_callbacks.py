@@ -8,6 +8,7 @@ import os
 import tempfile
 import warnings
 
+import numpy as np
 import torch
 from skorch.callbacks import Callback
 from skorch.history import History
@@ -66,6 +67,18 @@ class KeepLastEpoch(Callback):
         self.snapshot_ = None  # do not carry a second copy of the weights into pickles
 
 
+def _plain(obj):
+    """Convert numpy scalars (skorch averages batch losses with numpy) to Python numbers, so the
+    history loads with ``torch.load(weights_only=True)``."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(v) for v in obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
 class ResumableCheckpoint(Callback):
     """Save everything needed to resume at the end of every epoch, atomically.
 
@@ -90,7 +103,7 @@ class ResumableCheckpoint(Callback):
         state = {
             "model": _cpu_state(net.module_),
             "optimizer": net.optimizer_.state_dict(),
-            "history": net.history.to_list(),
+            "history": _plain(net.history.to_list()),
             "generators": {k: g.get_state() for k, g in self.generators.items()},
         }
         directory = os.path.dirname(self.path)

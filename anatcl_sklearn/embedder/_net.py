@@ -101,6 +101,21 @@ class ContrastiveNet(NeuralNet):
                     b.copy_(saved)
             raise
 
+    def train_step_single(self, batch, **fit_params):
+        step = super().train_step_single(batch, **fit_params)
+        # Called inside optimizer.step's closure: raising here skips the parameter update, so a
+        # finite loss with non-finite gradients (possible in low precision) cannot corrupt weights.
+        grads = [p.grad for p in self.module_.parameters() if p.grad is not None]
+        if grads and not torch.isfinite(torch.stack([g.detach().abs().amax() for g in grads])).all():
+            epoch = len(self.history)
+            batch_idx = len(self.history[-1]["batches"]) if epoch else 0
+            raise NonFiniteLossError(
+                f"Gradients became non-finite at epoch {epoch}, batch {batch_idx} (the loss was "
+                f"{step['loss'].item():.4g}); training stopped before this step, so the weights of "
+                "the last good step were kept. Lower lr or use precision='fp32'."
+            )
+        return step
+
     def get_loss(self, y_pred, y_true, X=None, training=False):
         X = to_tensor(X, device=self.device)
         inputs = [X.get(key) for key in self.loss_inputs]
