@@ -318,10 +318,51 @@ def test_non_finite_loss_stops_with_epoch_and_batch(small_brains):
     assert np.isfinite(est.transform(X)).all()
 
 
-def test_bf16_autocast_on_cpu(small_brains):
+def test_bf16_training_needs_cuda_and_bf16_transform_runs_on_cpu(small_brains):
+    X, meta = small_brains.images[:8], _meta(small_brains, slice(8))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="bf16.*CUDA only"):
+            AnatCLEmbedder(precision="bf16", device="cpu", **FAST).fit(X, **meta)
+    est = AnatCLEmbedder(**FAST).fit(X, **meta)
+    fp32 = est.transform(X)
+    bf16 = est.set_params(precision="bf16").transform(X)
+    assert np.isfinite(bf16).all()
+    np.testing.assert_allclose(bf16, fp32, rtol=0.1, atol=0.05 * np.abs(fp32).max())
+
+
+def test_non_finite_gradients_skip_the_step(small_brains):
+    from anatcl_sklearn.losses import AnatCLLoss
+
+    class NaNGrad(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * float("nan")
+
+    class NaNGradOnSecondCall(AnatCLLoss):
+        calls = 0
+
+        def forward(self, z, *args):
+            NaNGradOnSecondCall.calls += 1
+            if NaNGradOnSecondCall.calls == 2:
+                z = NaNGrad.apply(z)
+            return super().forward(z, *args)
+
+    snapshots = []
+
+    class Snap(Callback):
+        def on_batch_end(self, net, **kw):
+            snapshots.append({k: v.detach().clone() for k, v in net.module_.state_dict().items()})
+
     X = small_brains.images[:8]
-    est = AnatCLEmbedder(precision="bf16", **FAST).fit(X, **_meta(small_brains, slice(8)))
-    assert np.isfinite(est.history_[-1, "train_loss"]) and np.isfinite(est.transform(X)).all()
+    est = AnatCLEmbedder(max_epochs=2, batch_size=4, lr=1e-3, verbose=0, random_state=0,
+                         callbacks=[Snap()], net_params={"criterion": NaNGradOnSecondCall})
+    with pytest.raises(NonFiniteLossError, match="Gradients became non-finite at epoch 1, batch 2"):
+        est.fit(X, **_meta(small_brains, slice(8)))
+    assert len(snapshots) == 1 and _same_weights(snapshots[0], _weights(est))
 
 
 # ---------------------------------------------------------------- bad input
