@@ -2,8 +2,9 @@
 
 The public surface: :class:`AnatCLEmbedder` (pretrain and embed), :class:`AnatomyScaler`,
 :func:`load_checkpoint`, :func:`check_images`, and the sub-packages :mod:`~anatcl_sklearn.models`,
-:mod:`~anatcl_sklearn.losses`, :mod:`~anatcl_sklearn.anatomy` and
-:mod:`~anatcl_sklearn.datasets`.
+:mod:`~anatcl_sklearn.losses`, :mod:`~anatcl_sklearn.anatomy`, :mod:`~anatcl_sklearn.datasets`,
+:mod:`~anatcl_sklearn.evaluation` (the paper's tasks and linear probes) and
+:mod:`~anatcl_sklearn.distributed` (several machines with torchrun).
 """
 
 from ._images import GridWarning, ImageCollection, check_images
