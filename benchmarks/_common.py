@@ -74,15 +74,25 @@ def wait_for_quiet(max_load, timeout_s):
 
 
 def cpu_model():
-    """The CPU model name as ``lscpu`` reports it (falls back to ``platform``)."""
+    """The CPU as ``lscpu`` reports it: model name, family/model, hypervisor, AVX-512 flags."""
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
     except (OSError, subprocess.SubprocessError):
-        pass
-    return platform.processor() or platform.machine()
+        return platform.processor() or platform.machine()
+    fields = {}
+    for line in out.splitlines():
+        key, _, value = line.partition(":")
+        fields[key.strip().lower()] = value.strip()
+    parts = [fields.get("model name", platform.machine())]
+    if "cpu family" in fields:
+        parts.append(f"family {fields['cpu family']} model {fields.get('model', '?')}")
+    if "hypervisor vendor" in fields:
+        parts.append(f"{fields['hypervisor vendor']} guest")
+    flags = set(fields.get("flags", "").split())
+    simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    if simd:
+        parts.append("/".join(simd))
+    return ", ".join(parts)
 
 
 def gpu_name(device):
@@ -98,6 +108,16 @@ def gpu_peak_tflops(device, precision):
         if fragment in name:
             return bf16 if precision == "bf16" else tf32
     return None
+
+
+def git_commit():
+    """``git describe --always --dirty`` of the checkout the benchmark ran from, if any."""
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True,
+                             text=True, timeout=10, cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
 
 
 def machine_header(device="cpu"):
@@ -117,6 +137,7 @@ def machine_header(device="cpu"):
         "sklearn": sklearn.__version__,
         "nibabel": nibabel.__version__,
         "python": platform.python_version(),
+        "commit": git_commit(),
         "device": str(device),
         "load_avg_1min_at_start": round(load_average(), 2),
     }

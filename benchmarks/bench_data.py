@@ -22,7 +22,7 @@ Usage::
     python benchmarks/bench_data.py --quick      # 8 volumes of 64x76x64, about 30 s
     python benchmarks/bench_data.py --device cuda   # the cache decode on the GPU
 
-Results go to ``benchmarks/output/bench_data_<device>_<shape>.{csv,md}``.
+Results go to ``benchmarks/output/bench_data_<device>_<shape>[_<T>threads].{csv,md}``.
 """
 
 import argparse
@@ -113,12 +113,15 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader workers")
     parser.add_argument("--repeats", type=int, help="passes per measurement (default 3, quick 1)")
     parser.add_argument("--device", default="auto", help="where the cache lives and decodes")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--tmpdir", help="folder for the temporary files (default: the system's)")
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
                         help="first wait up to this long for the 1-minute load to drop below --max-load")
     parser.add_argument("--max-load", type=float, default=1.5)
     args = parser.parse_args(argv)
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = _common.resolve_device(args.device)
     shape = tuple(args.shape or ((64, 76, 64) if args.quick else (121, 145, 121)))
     n = args.n or (8 if args.quick else 16)
@@ -212,6 +215,7 @@ def main(argv=None):
     notes.append(line)
     print(line, flush=True)
     stem = f"bench_data_{device.split(':')[0]}_{'x'.join(map(str, shape))}"
+    stem += "" if device.startswith("cuda") else f"_{torch.get_num_threads()}threads"
     stem += "_quick" * args.quick
     _common.write_table(stem, header, rows, info, notes)
     return rows

@@ -17,7 +17,7 @@ Usage::
     python benchmarks/bench_embed.py --quick          # 24x28x24 only, about 30 s
     python benchmarks/bench_embed.py --device cuda --precision bf16 [--channels-last]
 
-Results go to ``benchmarks/output/bench_embed_<device>_<precision>[...].{csv,md}``.
+Results go to ``benchmarks/output/bench_embed_<device>_<precision>[_<T>threads][...].{csv,md}``.
 """
 
 import argparse
@@ -136,6 +136,7 @@ def main(argv=None):
              "rss_extra_mb: peak RSS during transform minus RSS before it (model and input "
              "already resident); tracemalloc sees numpy/Python allocations only"]
     stem = f"bench_embed_{device.split(':')[0]}_{args.precision}"
+    stem += "" if gpu else f"_{args.threads or torch.get_num_threads()}threads"
     stem += "_cl" * args.channels_last + "_quick" * args.quick
     _common.write_table(stem, header, rows, info, notes)
     return rows

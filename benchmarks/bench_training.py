@@ -26,7 +26,8 @@ Usage::
     python benchmarks/bench_training.py --device cuda --shape 121 145 121 \\
         --precision fp32 bf16 --batch-size 32 64 [--channels-last] [--compile]
 
-Results go to ``benchmarks/output/bench_training_<device>_<shape>[...].{csv,md}``.
+Results go to
+``benchmarks/output/bench_training_<device>_<shape>[_<T>threads][_cl][_compile].{csv,md}``.
 """
 
 import argparse
@@ -60,11 +61,11 @@ def initial_seed(random_state):
 
 def bare_loop(data, *, two_view, epochs, batch_size, device, precision, channels_last, compile,
               random_state, lr=1e-4, lr_step=10, lr_gamma=0.9):
-    """Train like the reference code; return (wall seconds, per-epoch seconds, peak bytes)."""
+    """Train like the reference code; return (wall s, per-epoch s, process CPU s)."""
     x_all, age_all, anat_all = data
     n = x_all.shape[0]
     _common.sync(device)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(initial_seed(random_state))
         model = AnatCLModel("resnet18")
@@ -103,24 +104,23 @@ def bare_loop(data, *, two_view, epochs, batch_size, device, precision, channels
         scheduler.step()
         _common.sync(device)
         epoch_times.append(time.perf_counter() - epoch_start)
-    wall = time.perf_counter() - start
-    return wall, epoch_times
+    return time.perf_counter() - start, epoch_times, time.process_time() - cpu_start
 
 
 def fit_loop(images, age, anatomy, *, epochs, batch_size, device, precision, channels_last,
              compile, cache, random_state):
-    """Time ``AnatCLEmbedder.fit``; return (wall seconds, per-epoch seconds)."""
+    """Time ``AnatCLEmbedder.fit``; return (wall s, per-epoch s, process CPU s)."""
     est = AnatCLEmbedder(
         max_epochs=epochs, batch_size=batch_size, lr=1e-4, device=device, precision=precision,
         channels_last=channels_last, compile=compile, cache=cache, verbose=0,
         random_state=random_state,
     )
     _common.sync(device)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     est.fit(images, age=age, anatomy=anatomy)
     _common.sync(device)
-    wall = time.perf_counter() - start
-    return wall, list(est.history_[:, "dur"])
+    return (time.perf_counter() - start, list(est.history_[:, "dur"]),
+            time.process_time() - cpu_start)
 
 
 def main(argv=None):
@@ -183,7 +183,9 @@ def main(argv=None):
     anat_t = torch.as_tensor(data.anatomy, dtype=torch.float32, device=device)
 
     header = ["loop", "batch", "precision", "samples_per_s", "median_samples_per_s",
-              "steady_samples_per_s", "time_vs_two_view", "useful_gflops_per_s", "frac_peak",
+              "steady_samples_per_s", "time_vs_two_view", "steady_vs_two_view", "cpu_s",
+              "cpu_vs_two_view",
+              "useful_gflops_per_s", "useful_gflops_per_cpu_s", "frac_peak",
               "proj_300ep_openbhb_h", "setup_s", "peak_gpu_mb", "load_avg"]
     rows = []
     for precision in args.precision:
@@ -215,27 +217,37 @@ def main(argv=None):
             for r in range(repeats):
                 for loop in args.loops:
                     load = _common.load_average()
-                    wall, epoch_times, mem = run(loop)
-                    results[loop].append((wall, epoch_times, mem, load))
+                    wall, epoch_times, cpu, mem = run(loop)
+                    results[loop].append((wall, epoch_times, mem, load, cpu))
                     print(f"  repeat {r + 1}/{repeats} {loop:>12}: {wall:7.2f} s "
-                          f"(epochs {', '.join(f'{t:.2f}' for t in epoch_times)}), load {load:.2f}",
-                          flush=True)
+                          f"(epochs {', '.join(f'{t:.2f}' for t in epoch_times)}), CPU {cpu:.2f} s, "
+                          f"load {load:.2f}", flush=True)
 
             n_steps = n - (n % batch == 1)  # subjects actually trained per epoch
             best_wall = {loop: min(r[0] for r in res) for loop, res in results.items()}
+            best_cpu = {loop: min(r[4] for r in res) for loop, res in results.items()}
+            best_epoch = {loop: min(statistics.mean(r[1][1:] or r[1]) for r in res)
+                          for loop, res in results.items()}
             _common.print_table_header(header)
             for loop, res in results.items():
                 walls = [r[0] for r in res]
                 best, median = _common.summarize(walls)
-                steady = min(statistics.mean(r[1][1:] or r[1]) for r in res)
+                steady = best_epoch[loop]
                 sps = n_steps * epochs / best
                 steady_sps = n_steps / steady
                 useful = flops_train * sps / 1e9
                 frac = (flops_train * steady_sps / (peak * 1e12)) if peak else float("nan")
                 ratio = best / best_wall["two_view"] if "two_view" in best_wall else float("nan")
+                cpu_ratio = (best_cpu[loop] / best_cpu["two_view"] if "two_view" in best_cpu
+                             else float("nan"))
+                steady_ratio = (steady / best_epoch["two_view"] if "two_view" in best_epoch
+                                else float("nan"))
                 setup = min(r[0] - sum(r[1]) for r in res)
+                per_cpu_s = (float("nan") if gpu  # the host's CPU time says nothing of the GPU's work
+                             else flops_train * n_steps * epochs / best_cpu[loop] / 1e9)
                 row = [loop, batch, precision, sps, n_steps * epochs / median, steady_sps, ratio,
-                       useful, frac, OPENBHB_SUBJECTS * 300 / steady_sps / 3600, setup,
+                       steady_ratio, best_cpu[loop], cpu_ratio, useful, per_cpu_s, frac,
+                       OPENBHB_SUBJECTS * 300 / steady_sps / 3600, setup,
                        max(r[2] for r in res), statistics.mean(r[3] for r in res)]
                 rows.append(row)
                 _common.print_row(header, row)
@@ -243,11 +255,14 @@ def main(argv=None):
     notes = [
         f"model FLOPs per subject: forward {flops_fwd / 1e9:.3f} G, forward+backward "
         f"{flops_train / 1e9:.3f} G; useful GFLOP/s = forward+backward FLOPs x samples/s "
-        "(the two-view loop executes twice that)",
+        "(the two-view loop executes twice that); per_cpu_s: the same FLOPs per second of "
+        "process CPU time (all threads), the efficiency other processes do not blur",
         "samples_per_s: subjects x epochs / best wall time of the whole run (fit: the whole "
         "fit call); steady: epochs after the first (all epochs when there is one)",
         "time_vs_two_view: best wall time / best wall time of the two-view loop (target for "
-        "fit <= 0.65)",
+        "fit <= 0.65); steady_vs_two_view: the same for one epoch after the first (one-time "
+        "costs excluded); cpu_s: least process CPU time (user+sys) of a run, cpu_vs_two_view its "
+        "ratio: with --threads 1 it is the work done, unaffected by other processes",
         f"proj_300ep_openbhb_h: 300 epochs x {OPENBHB_SUBJECTS} subjects at the steady rate",
     ]
     if gpu:
@@ -259,6 +274,7 @@ def main(argv=None):
                 floor_h = OPENBHB_SUBJECTS * 300 * flops_train / (pk * 1e12) / 3600
                 notes.append(f"compute floor at 100% of the {p} peak: {floor_h:.3f} h for 300 epochs")
     stem = f"bench_training_{device.split(':')[0]}_{'x'.join(map(str, shape))}"
+    stem += "" if gpu else f"_{torch.get_num_threads()}threads"
     stem += "_cl" * args.channels_last + "_compile" * args.compile + "_quick" * args.quick
     _common.write_table(stem, header, rows, info, notes)
     return rows

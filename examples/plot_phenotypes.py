@@ -26,8 +26,9 @@ Environment variables (all optional):
     ``FIQ``, ``VIQ``, ``PIQ``; -9999 is missing), saved as ``participants.csv`` with an
     added ``image`` column. Real images need an encoder trained on their grid: also set
     ``ANATCL_OPENBHB_DIR`` or ``ANATCL_WEIGHTS=official``.
-``ANATCL_OPENBHB_DIR``, ``ANATCL_EPOCHS``, ``ANATCL_WEIGHTS``, ``ANATCL_FOLD``, ``ANATCL_CHECKPOINT_DIR``
-    Pretraining, as in :ref:`sphx_glr_auto_examples_plot_pretraining_openbhb.py`.
+``ANATCL_OPENBHB_DIR`` and the other pretraining variables
+    ``ANATCL_EPOCHS``, ``ANATCL_WEIGHTS``, ``ANATCL_FOLD``, ``ANATCL_CHECKPOINT_DIR``: as in
+    the OpenBHB pretraining example (``plot_pretraining_openbhb.py``).
 ``ANATCL_EXAMPLES_FAST=1``, ``ANATCL_EXAMPLES_OUTPUT``
     A tiny run; where figures and CSV files go (default ``examples/output/``).
 """
@@ -36,123 +37,58 @@ Environment variables (all optional):
 # Settings
 # --------
 import os
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from anatcl_sklearn import AnatCLEmbedder
-from anatcl_sklearn.datasets import load_openbhb, make_synthetic_brains
+from anatcl_sklearn import GridWarning
 from anatcl_sklearn.evaluation import (
-    PAPER_METHODS,
-    PAPER_TABLES,
-    TASKS,
-    embed,
-    linear_probe,
-    load_cohort,
-    plot_results,
-    results_table,
-    save_results_csv,
+    load_example_data,
+    report_paper_table,
+    run_paper_table,
+    settings_from_env,
 )
 
-FAST = os.environ.get("ANATCL_EXAMPLES_FAST", "0") not in ("", "0")
-OPENBHB_DIR = os.environ.get("ANATCL_OPENBHB_DIR")
-OFFICIAL = os.environ.get("ANATCL_WEIGHTS", "").lower() == "official"
+here = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
+S = settings_from_env("plot_phenotypes", default_output=here / "output")
 COHORT_DIRS = {"schizconnect": os.environ.get("ANATCL_SCHIZCONNECT_DIR"),
                "abide": os.environ.get("ANATCL_ABIDE_VBM_DIR")}
-REAL_COHORTS = any(COHORT_DIRS.values())
-if REAL_COHORTS and not (OPENBHB_DIR or OFFICIAL):
-    raise RuntimeError(
-        "Real cohorts are CAT12 maps of 121x145x121 voxels: they need an encoder trained on "
-        "that grid. Set ANATCL_OPENBHB_DIR (pretrain on OpenBHB) or ANATCL_WEIGHTS=official."
-    )
-here = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
-OUTPUT = Path(os.environ.get("ANATCL_EXAMPLES_OUTPUT") or here / "output") / "plot_phenotypes"
-OUTPUT.mkdir(parents=True, exist_ok=True)
-
-SHAPE = (24, 28, 24)
-if OPENBHB_DIR:
-    TRAINING = dict(batch_size=32, lr=1e-4, weight_decay=5e-5,
-                    max_epochs=int(os.environ.get("ANATCL_EPOCHS", 300)))
-else:  # the same synthetic pretraining as the OpenBHB example
-    TRAINING = dict(batch_size=16, lr=1e-3,
-                    max_epochs=int(os.environ.get("ANATCL_EPOCHS", 2 if FAST else 8)))
-N_PRETRAIN, N_COHORT = (32, 60) if FAST else (128, 300)
-CV, INNER_CV = (3, 3) if FAST and not REAL_COHORTS else (5, 5)
-RELEASED = {"AnatCL-G3": "anatcl-global", "AnatCL-L3": "anatcl-local"}
-if OFFICIAL and not OPENBHB_DIR:
-    ROWS = list(RELEASED)  # only AnatCL's weights are released; baselines need OpenBHB
-elif FAST:
-    ROWS = ["SimCLR", "y-Aware", "AnatCL-G3"]
-else:
-    ROWS = list(PAPER_METHODS)
-DATA = {c: "real" if d else "synthetic" for c, d in COHORT_DIRS.items()}
-LABEL = ("real cohorts" if all(d == "real" for d in DATA.values())
-         else "SYNTHETIC cohorts, not the paper's data or numbers" if not REAL_COHORTS
-         else "mixed: " + ", ".join(f"{c} {d}" for c, d in DATA.items()))
 
 # %%
 # Data
 # ----
-if OPENBHB_DIR:
-    pretrain = load_openbhb(OPENBHB_DIR, split="train")
-elif not OFFICIAL:
-    pretrain = make_synthetic_brains(N_PRETRAIN, shape=SHAPE, random_state=0)
-cohorts = {}
-for seed, (name, folder) in enumerate(COHORT_DIRS.items(), start=2):
-    if folder:
-        cohorts[name] = load_cohort(folder)
-    else:
-        cohorts[name] = make_synthetic_brains(N_COHORT, shape=SHAPE, cohort=name,
-                                              random_state=seed)
-    print(f"{name} ({DATA[name]}): {len(cohorts[name].images)} subjects")
-
+# Real cohorts where their folders are given, synthetic ones otherwise; pretraining data
+# from OpenBHB, synthetic brains, or none when only the released weights are used.
+if not (S.openbhb_dir or any(COHORT_DIRS.values()) or S.official):
+    # Synthetic brains use a small grid on purpose; the warning is for released weights.
+    warnings.filterwarnings("ignore", category=GridWarning)
+data = load_example_data(S, COHORT_DIRS, n_subjects=60 if S.fast else 300)
+cohorts = data.cohorts
 
 # %%
-# Pretrain each method, embed every cohort once
-# ---------------------------------------------
+# Pretrain each method, embed every cohort once, probe every task
+# ---------------------------------------------------------------
 # The encoder is frozen after pretraining; each cohort is embedded once and the embeddings
 # serve every task of that cohort and every fold.
-def make_embedder(row):
-    if OFFICIAL and row in RELEASED:
-        return AnatCLEmbedder(pretrained=RELEASED[row], fold=int(os.environ.get("ANATCL_FOLD", 0)))
-    return AnatCLEmbedder(**PAPER_METHODS[row], **TRAINING, random_state=0, verbose=0,
-                          checkpoint_dir=os.environ.get("ANATCL_CHECKPOINT_DIR"))
-
-
-embeddings = {}
+run = run_paper_table(5, pretrain=data.pretrain, cohorts=cohorts, methods=S.methods,
+                      training=S.training, cv=S.cv, inner_cv=S.inner_cv,
+                      checkpoint_dir=S.checkpoint_dir, official_weights=S.official, fold=S.fold)
+ROWS = run.methods
 for row in ROWS:
-    embedder = make_embedder(row)
-    if embedder.pretrained is None:
-        embedder.fit(pretrain.images, age=pretrain.age, anatomy=pretrain.anatomy)
-    else:  # released weights: fit only loads them
-        embedder.fit(next(iter(cohorts.values())).images[:2])
-    embeddings[row] = {name: embed(embedder, c.images) for name, c in cohorts.items()}
     print(f"{row}: embedded {', '.join(cohorts)}")
 
 # %%
-# Linear probes
-# -------------
-results = {
-    row: [linear_probe(embeddings[row][TASKS[task].cohort], None,
-                       cohorts[TASKS[task].cohort].participants, task, cv=CV,
-                       inner_cv=INNER_CV, random_state=0, name=row)
-          for task in PAPER_TABLES[5]]
-    for row in ROWS
-}
-for result in results[ROWS[0]]:
+# Table 5
+# -------
+for result in run.results[ROWS[0]]:
     if result.class_counts:
         print(f"{result.task.label}: subjects per class {result.class_counts}")
     else:
         print(f"{result.task.label}: {result.n_samples} subjects")
-table = results_table(results, rows=ROWS, columns=PAPER_TABLES[5])
-print(f"Table 5 -- balanced accuracy (%) or MAE, {CV}-fold CV ({LABEL})")
-print(table.to_string())
-table.to_csv(OUTPUT / "table5.csv")
-save_results_csv(results, OUTPUT / "table5_folds.csv", rows=ROWS, columns=PAPER_TABLES[5],
-                 metadata={"data": "; ".join(f"{c}={d}" for c, d in DATA.items())})
-fig = plot_results(results, rows=ROWS, columns=PAPER_TABLES[5],
-                   title=f"Phenotype probes ({LABEL})")
-fig.savefig(OUTPUT / "table5.png", dpi=100)
-
-print(f"Figures and tables written to {OUTPUT}")
+report_paper_table(run.results, 5, S.output, rows=ROWS,
+                   header=f"Table 5 -- balanced accuracy (%) or MAE, {S.cv}-fold CV ({data.label})",
+                   title=f"Phenotype probes ({data.label})",
+                   metadata={"data": "; ".join(f"{c}={d}" for c, d in data.kinds.items())})
+print(f"Figures and tables written to {S.output}")
 plt.show()

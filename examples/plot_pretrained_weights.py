@@ -43,6 +43,7 @@ Environment variables (all optional):
 import argparse
 import os
 import time
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -52,7 +53,7 @@ import pandas as pd
 import torch
 from sklearn.decomposition import PCA
 
-from anatcl_sklearn import AnatCLEmbedder
+from anatcl_sklearn import AnatCLEmbedder, GridWarning
 from anatcl_sklearn.datasets import make_synthetic_brains
 from anatcl_sklearn.evaluation import embed, linear_probe, load_cohort, save_results_csv
 from anatcl_sklearn.models import OFFICIAL_WEIGHTS
@@ -60,6 +61,9 @@ from anatcl_sklearn.models import OFFICIAL_WEIGHTS
 FAST = os.environ.get("ANATCL_EXAMPLES_FAST", "0") not in ("", "0")
 WEIGHTS = os.environ.get("ANATCL_WEIGHTS") or None
 NIFTI_DIR = os.environ.get("ANATCL_NIFTI_DIR") or None
+if not (NIFTI_DIR or WEIGHTS):
+    # Synthetic brains use a small grid on purpose; the warning is for released weights.
+    warnings.filterwarnings("ignore", category=GridWarning)
 FOLD = int(os.environ.get("ANATCL_FOLD", 0))
 here = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
 OUTPUT = Path(os.environ.get("ANATCL_EXAMPLES_OUTPUT") or here / "output")

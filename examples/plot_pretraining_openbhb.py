@@ -36,53 +36,36 @@ Environment variables (all optional):
 # %%
 # Settings
 # --------
-import os
-import time
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 from sklearn.decomposition import PCA
 
-from anatcl_sklearn import AnatCLEmbedder
+from anatcl_sklearn import GridWarning
 from anatcl_sklearn.datasets import load_openbhb, make_synthetic_brains
 from anatcl_sklearn.evaluation import (
+    FAST_METHODS,
     PAPER_METHODS,
-    PAPER_TABLES,
-    embed,
-    linear_probe,
-    plot_results,
-    results_table,
-    save_results_csv,
+    report_paper_table,
+    run_paper_table,
+    settings_from_env,
 )
 
-FAST = os.environ.get("ANATCL_EXAMPLES_FAST", "0") not in ("", "0")
-OPENBHB_DIR = os.environ.get("ANATCL_OPENBHB_DIR")
-REAL = bool(OPENBHB_DIR)
-OFFICIAL = os.environ.get("ANATCL_WEIGHTS", "").lower() == "official"
 here = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
-OUTPUT = Path(os.environ.get("ANATCL_EXAMPLES_OUTPUT") or here / "output")
-OUTPUT = OUTPUT / "plot_pretraining_openbhb"
-OUTPUT.mkdir(parents=True, exist_ok=True)
-
-if REAL:
-    DATA = "OpenBHB"
-    TRAINING = dict(batch_size=32, lr=1e-4, weight_decay=5e-5,
-                    max_epochs=int(os.environ.get("ANATCL_EPOCHS", 300)))
-    CV, INNER_CV = 5, 5
-elif FAST:
-    DATA = "synthetic"
-    SHAPE, N_PRETRAIN, N_EVAL = (24, 28, 24), 32, 60
-    TRAINING = dict(batch_size=16, lr=1e-3, max_epochs=int(os.environ.get("ANATCL_EPOCHS", 2)))
-    CV, INNER_CV = 3, 3
-else:
-    DATA = "synthetic"
-    SHAPE, N_PRETRAIN, N_EVAL = (24, 28, 24), 128, 200
-    TRAINING = dict(batch_size=16, lr=1e-3, max_epochs=int(os.environ.get("ANATCL_EPOCHS", 8)))
-    CV, INNER_CV = 5, 5
+S = settings_from_env("plot_pretraining_openbhb", default_output=here / "output")
+REAL = bool(S.openbhb_dir)
+if not (REAL or S.official):
+    # Synthetic brains use a small grid on purpose; the warning is for released weights.
+    warnings.filterwarnings("ignore", category=GridWarning)
+OUTPUT = S.output
+DATA = "OpenBHB" if REAL else "synthetic"
+SHAPE, N_EVAL = (24, 28, 24), 60 if S.fast else 200
+CV, INNER_CV = (5, 5) if REAL else (S.cv, S.inner_cv)
 # The fast run keeps one self-supervised, one age-supervised and one anatomical method.
-ROWS = ["SimCLR", "y-Aware", "AnatCL-G3"] if FAST and not REAL else list(PAPER_METHODS)
-RELEASED = {"AnatCL-G3": "anatcl-global", "AnatCL-L3": "anatcl-local"}
+ROWS = list(FAST_METHODS) if S.fast and not REAL else list(PAPER_METHODS)
 LABEL = "OpenBHB" if REAL else "SYNTHETIC brains, not the paper's data or numbers"
 
 # %%
@@ -91,77 +74,54 @@ LABEL = "OpenBHB" if REAL else "SYNTHETIC brains, not the paper's data or number
 # Pretraining sees one set of subjects; the probes are cross-validated on others, so no
 # probe is scored on an image the encoder was trained on.
 if REAL:
-    pretrain = load_openbhb(OPENBHB_DIR, split="train")
-    evaluation = load_openbhb(OPENBHB_DIR, split="val")
+    pretrain = load_openbhb(S.openbhb_dir, split="train")
+    evaluation = load_openbhb(S.openbhb_dir, split="val")
 else:
-    pretrain = make_synthetic_brains(N_PRETRAIN, shape=SHAPE, random_state=0)
+    pretrain = make_synthetic_brains(S.n_pretrain, shape=SHAPE, random_state=0)
     evaluation = make_synthetic_brains(N_EVAL, shape=SHAPE, random_state=1)
 print(f"Pretraining on {len(pretrain.age)} subjects, probing {len(evaluation.age)} ({LABEL}).")
 
-
 # %%
-# Pretrain each method, embed the held-out subjects once
-# -----------------------------------------------------
-def make_embedder(row):
-    if OFFICIAL and row in RELEASED:
-        return AnatCLEmbedder(pretrained=RELEASED[row], fold=int(os.environ.get("ANATCL_FOLD", 0)))
-    return AnatCLEmbedder(**PAPER_METHODS[row], **TRAINING, random_state=0, verbose=0,
-                          checkpoint_dir=os.environ.get("ANATCL_CHECKPOINT_DIR"))
-
-
-histories, embeddings = {}, {}
+# Pretrain each method, embed the held-out subjects once, probe
+# -------------------------------------------------------------
+# Linear probes of age and sex on the frozen embeddings (Table 2).
+run = run_paper_table(2, pretrain=pretrain, cohorts={"openbhb": evaluation}, methods=ROWS,
+                      training=S.training, cv=CV, inner_cv=INNER_CV,
+                      checkpoint_dir=S.checkpoint_dir, official_weights=S.official, fold=S.fold)
+results, histories = run.results, run.histories
+embeddings = {row: Z["openbhb"] for row, Z in run.embeddings.items()}
 for row in ROWS:
-    start = time.perf_counter()
-    embedder = make_embedder(row).fit(pretrain.images, age=pretrain.age,
-                                      anatomy=pretrain.anatomy)
-    embeddings[row] = embed(embedder, evaluation.images)
-    if embedder.history_ is not None and len(embedder.history_):
-        histories[row] = embedder.history_[:, "train_loss"]
-    print(f"{row:>10}: pretrained and embedded in {time.perf_counter() - start:.1f} s")
+    print(f"{row:>10}: pretrained and embedded in {run.fit_times[row]:.1f} s")
 
 # %%
 # Learning curves
 # ---------------
 # The losses of different methods are on different scales (the L1 loss is in years), so
 # each gets its own panel.
-fig, axes = plt.subplots(1, len(histories), figsize=(2.6 * len(histories) + 0.4, 2.6),
-                         squeeze=False)
+fig, axes = plt.subplots(1, len(histories), figsize=(2.6 * len(histories) + 0.4, 2.8),
+                         squeeze=False, layout="constrained")
 for ax, (row, loss) in zip(axes[0], histories.items()):
     ax.plot(np.arange(1, len(loss) + 1), loss, marker="o")
     ax.set_title(row, fontsize=9)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 axes[0, 0].set_ylabel("training loss")
 fig.suptitle(f"Pretraining loss per epoch ({LABEL})", fontsize=10)
-fig.tight_layout()
 fig.savefig(OUTPUT / "learning_curves.png", dpi=100)
 
 # %%
-# Linear probes: age and sex
-# --------------------------
-results = {
-    row: [linear_probe(Z, None, evaluation.participants, task, cv=CV, inner_cv=INNER_CV,
-                       random_state=0, name=row)
-          for task in PAPER_TABLES[2]]
-    for row, Z in embeddings.items()
-}
-table = results_table(results, rows=ROWS, columns=PAPER_TABLES[2])
-print(f"Table 2 -- {LABEL}")
-print(table.to_string())
-table.to_csv(OUTPUT / "table2.csv")
-save_results_csv(results, OUTPUT / "table2_folds.csv", rows=ROWS, columns=PAPER_TABLES[2],
-                 metadata={"data": DATA})
-
-fig = plot_results(results, rows=ROWS, columns=PAPER_TABLES[2],
-                   title=f"OpenBHB probes, {CV}-fold CV ({LABEL})")
-fig.savefig(OUTPUT / "table2.png", dpi=100)
+# Table 2: age and sex
+# --------------------
+report_paper_table(results, 2, OUTPUT, rows=ROWS, header=f"Table 2 -- {LABEL}",
+                   title=f"OpenBHB probes, {CV}-fold CV ({LABEL})", metadata={"data": DATA})
 
 # %%
 # Embeddings coloured by age
 # --------------------------
 # The first two principal components of each encoder's embeddings. Age-aware methods
 # should lay subjects out along age.
-fig, axes = plt.subplots(1, len(embeddings), figsize=(2.8 * len(embeddings) + 0.8, 2.8),
-                         squeeze=False)
+fig, axes = plt.subplots(1, len(embeddings), figsize=(2.8 * len(embeddings) + 1.0, 3.2),
+                         squeeze=False, layout="constrained")
 for ax, (row, Z) in zip(axes[0], embeddings.items()):
     xy = PCA(n_components=2).fit_transform(Z)
     points = ax.scatter(xy[:, 0], xy[:, 1], c=evaluation.age, cmap="viridis", s=10)

@@ -8,20 +8,29 @@
   protocol on frozen embeddings (computed once, optionally cached on disk);
 - :class:`ProbeResult`, :func:`results_table`, :func:`save_results_csv`,
   :func:`plot_results`: tables printed as the paper's, CSV files and bar charts;
-- :func:`load_cohort`: a downstream cohort on disk (participants table and images).
+- :func:`load_cohort`: a downstream cohort on disk (participants table and images);
+- :func:`run_paper_table`, :func:`report_paper_table`, :data:`RELEASED_METHODS`: one of
+  Tables 2-5 end to end (pretrain each method, embed every cohort once, probe every task,
+  write the table, its folds and its figure);
+- :func:`settings_from_env`, :func:`load_example_data`, :data:`FAST_METHODS`: the
+  ``ANATCL_*`` settings and data of the gallery examples.
 """
 
 from ._cohorts import load_cohort
 from ._methods import PAPER_METHODS
 from ._plotting import plot_results
 from ._probe import PROBE_GRID, embed, linear_probe, make_probe
+from ._protocol import RELEASED_METHODS, report_paper_table, run_paper_table
 from ._results import ProbeResult, results_table, save_results_csv
+from ._settings import FAST_METHODS, load_example_data, settings_from_env
 from ._tasks import PAPER_TABLES, TASKS, Task, get_task
 
 __all__ = [
+    "FAST_METHODS",
     "PAPER_METHODS",
     "PAPER_TABLES",
     "PROBE_GRID",
+    "RELEASED_METHODS",
     "TASKS",
     "ProbeResult",
     "Task",
@@ -29,8 +38,12 @@ __all__ = [
     "get_task",
     "linear_probe",
     "load_cohort",
+    "load_example_data",
     "make_probe",
     "plot_results",
+    "report_paper_table",
     "results_table",
+    "run_paper_table",
     "save_results_csv",
+    "settings_from_env",
 ]

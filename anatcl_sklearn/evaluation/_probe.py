@@ -138,13 +138,12 @@ def embed(transformer, X, *, memory=None):
         If it is not fitted.
     """
     _check_transformer(transformer)
-    if isinstance(memory, os.PathLike):
-        memory = os.fspath(memory)  # check_memory takes str or Memory only
-    memory = check_memory(memory)
-    if memory.location is None:
+    if memory is None:
         embeddings = _transform(transformer, X)
     else:
-        cached = memory.cache(_transform, ignore=["transformer"])
+        if isinstance(memory, os.PathLike):
+            memory = os.fspath(memory)  # check_memory takes str or Memory only
+        cached = check_memory(memory).cache(_transform, ignore=["transformer"])
         embeddings = cached(transformer, X, transformer_key=stable_hash(transformer))
     embeddings = np.asarray(embeddings)
     if embeddings.ndim != 2:
@@ -235,9 +234,8 @@ def linear_probe(embeddings_or_transformer, X=None, y=None, task=None, *, cv=5, 
 
     if hasattr(embeddings_or_transformer, "transform"):
         if X is None:
-            raise ValueError(
-                f"X is required to embed subjects with the {type(embeddings_or_transformer).__name__}."
-            )
+            name = type(embeddings_or_transformer).__name__
+            raise ValueError(f"X is required to embed subjects with the {name}.")
         if hasattr(X, "__len__") and len(X) != len(labels):
             raise ValueError(
                 f"X has {len(X)} subjects but y has {len(labels)}; they must match."

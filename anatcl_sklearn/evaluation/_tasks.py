@@ -229,6 +229,8 @@ class Task:
     ----------
     metric : str
         ``"balanced_accuracy"`` or ``"mae"``.
+    label : str
+        Dataset and title, as the column headers of :func:`results_table`.
 
     Examples
     --------
