@@ -4,12 +4,13 @@ N synthetic grey-matter maps (default 16 at the full 121x145x121 grid, float32) 
 temporary folder as ``.nii``, ``.nii.gz``, one ``.npy`` per subject, and one stacked ``.npy``
 opened as a memory map. For each source it measures:
 
-- ``load``: ``ImageCollection.load(i)`` over all volumes, one process;
+- ``load``: ``ImageCollection.load(i)`` over all volumes, in this process;
 - ``loader_w0`` / ``loader_w2``: one epoch of a ``DataLoader`` (0 or 2 worker processes, the
   workers started per epoch as skorch does) over ``SubjectDataset``, batches of ``--batch-size``;
 
 and for the ``VolumeCache`` (float16 and uint8, built from the per-subject ``.npy`` files): the
 build time, its size and the batch decode rate (random batches, on the training device).
+Each figure is the best (and median) of ``--repeats`` passes after one untimed pass.
 
 Files were just written, so they are read from the page cache: the figures are the CPU cost of
 decoding, the ceiling of what a cold disk would give. When ``benchmarks/output`` holds
@@ -19,7 +20,7 @@ loading must be faster than training).
 Usage::
 
     python benchmarks/bench_data.py              # 16 volumes of 121x145x121
-    python benchmarks/bench_data.py --quick      # 8 volumes of 64x76x64, about 30 s
+    python benchmarks/bench_data.py --quick      # 8 volumes of 64x76x64, a few seconds
     python benchmarks/bench_data.py --device cuda   # the cache decode on the GPU
 
 Results go to ``benchmarks/output/bench_data_<device>_<shape>[_<T>threads].{csv,md}``.

@@ -40,7 +40,7 @@ warnings.filterwarnings("ignore", category=GridWarning)
 SIZES = {"small": (32, 38, 32), "full": (121, 145, 121)}
 
 
-def measure(shape, batch, n, repeats, device, precision, channels_last, threads):
+def measure(shape, batch, n, repeats, device, precision, channels_last, threads, num_workers):
     """Run in a fresh process: (best s, median s, rss extra bytes, tracemalloc peak, gpu peak)."""
     if threads:
         torch.set_num_threads(threads)
@@ -49,7 +49,7 @@ def measure(shape, batch, n, repeats, device, precision, channels_last, threads)
                          channels_last=channels_last, verbose=0, random_state=0)
     est.fit(data.images[:2], age=data.age[:2], anatomy=data.anatomy[:2])
     # fit refuses training batches below 2 (nothing to contrast); transform reads batch_size anew
-    est.set_params(batch_size=batch)
+    est.set_params(batch_size=batch, num_workers=num_workers)
     gpu = device.startswith("cuda")
     if gpu:
         torch.cuda.synchronize()
@@ -85,6 +85,8 @@ def main(argv=None):
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--num-workers", type=int, default=0,
+                        help="the embedder's DataLoader workers (host-side reading and batching)")
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
                         help="first wait up to this long for the 1-minute load to drop below --max-load")
     parser.add_argument("--max-load", type=float, default=1.5)
@@ -102,7 +104,8 @@ def main(argv=None):
     if args.wait_quiet:
         _common.wait_for_quiet(args.max_load, args.wait_quiet)
     info = _common.machine_header(device)
-    info.update(precision=args.precision, channels_last=args.channels_last)
+    info.update(precision=args.precision, channels_last=args.channels_last,
+                num_workers=args.num_workers)
     _common.print_header(info)
 
     header = ["size", "shape", "batch", "n", "vol_per_s", "median_vol_per_s", "gflops_per_s",
@@ -121,7 +124,8 @@ def main(argv=None):
             with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
                 best, median, rss, traced, gpu_peak = pool.submit(
                     measure, shape, batch, n, repeats, device, args.precision,
-                    args.channels_last, args.threads or torch.get_num_threads()).result()
+                    args.channels_last, args.threads or torch.get_num_threads(),
+                    args.num_workers).result()
             load = (load_before + _common.load_average()) / 2
             vps = n / best
             row = [size, "x".join(map(str, shape)), batch, n, vps, n / median,
@@ -131,8 +135,8 @@ def main(argv=None):
             rows.append(row)
             _common.print_row(header, row)
 
-    notes = ["vol_per_s: N / best transform time (in-memory float32 input, output "
-             f"{'encoder'} features)",
+    notes = ["vol_per_s: N / best transform time (in-memory float32 input read and batched on "
+             "the host, then the encoder; output the encoder features)",
              "rss_extra_mb: peak RSS during transform minus RSS before it (model and input "
              "already resident); tracemalloc sees numpy/Python allocations only"]
     stem = f"bench_embed_{device.split(':')[0]}_{args.precision}"

@@ -162,6 +162,8 @@ def main(argv=None):
     cache = args.cache or ("device" if gpu else "none")
     if n < 2 or epochs < 1 or repeats < 1 or min(batches) < 2:
         parser.error("need --n-subjects >= 2, --epochs >= 1, --repeats >= 1, --batch-size >= 2")
+    if "bf16" in args.precision and not gpu:
+        parser.error("--precision bf16 needs CUDA: AnatCLEmbedder refuses bf16 training on the CPU")
     if gpu:
         torch.backends.cudnn.benchmark = True  # what fit does on CUDA, so the bare loops get it too
 
