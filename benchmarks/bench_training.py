@@ -37,7 +37,6 @@ import sys
 import time
 import warnings
 
-import numpy as np
 import torch
 from sklearn.utils import check_random_state
 

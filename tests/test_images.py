@@ -5,7 +5,6 @@ import os
 import pickle
 import tracemalloc
 import warnings
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np

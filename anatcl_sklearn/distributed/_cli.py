@@ -79,7 +79,8 @@ def build_parser():
     train.add_argument("--lr", type=float, default=1e-4)
     train.add_argument("--lr-step", type=int, default=10, help="epochs between decays (10)")
     train.add_argument("--lr-gamma", type=float, default=0.9, help="decay factor (0.9)")
-    train.add_argument("--weight-decay", type=float, default=0.0)
+    train.add_argument("--weight-decay", type=float, default=5e-5,
+                       help="Adam weight decay (default 5e-5, as the released AnatCL runs)")
     train.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                        help="bf16 autocast (CUDA only)")
     train.add_argument("--sync-bn", action="store_true",

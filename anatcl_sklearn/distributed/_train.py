@@ -218,7 +218,7 @@ def train_distributed(
     lr=1e-4,
     lr_step=10,
     lr_gamma=0.9,
-    weight_decay=0.0,
+    weight_decay=5e-5,
     anatomy_scaling="auto",
     sync_bn=False,
     precision="fp32",
@@ -282,8 +282,8 @@ def train_distributed(
         Epochs between learning-rate decays.
     lr_gamma : float, default=0.9
         Learning-rate decay factor.
-    weight_decay : float, default=0.0
-        Adam weight decay.
+    weight_decay : float, default=5e-5
+        Adam weight decay (the released AnatCL runs used 5e-5).
     anatomy_scaling : {"auto", "minmax", "none"}, default="auto"
         Min-max scaling of anatomy fitted on all ``images`` (the whole training set, on every
         rank alike); "auto" scales for the local descriptor only.
