@@ -280,6 +280,16 @@ def _contrastive_rows(
 # ---------------------------------------------------------------------------------------------
 
 
+def _weighted_loss(z, weights, temperature, method):
+    """Validate a (z, subject weights) pair and compute the y-Aware or ExpW loss over all anchors."""
+    temperature = check_scalar(temperature, "temperature")
+    check_features(z)
+    with _full_precision(z):
+        dtype = _compute_dtype(z)
+        weights = check_weights(weights, z.shape[0], device=z.device, dtype=dtype)
+        return _contrastive_rows(z, z, weights, temperature, method=method)
+
+
 def yaware_loss(z, weights, temperature=0.1):
     """y-Aware weighted InfoNCE (Eq. 1 of the AnatCL paper; Dufumier et al., MICCAI 2021).
 
@@ -309,12 +319,7 @@ def yaware_loss(z, weights, temperature=0.1):
     loss : torch.Tensor
         Scalar, differentiable with respect to ``z``.
     """
-    temperature = check_scalar(temperature, "temperature")
-    check_features(z)
-    with _full_precision(z):
-        dtype = _compute_dtype(z)
-        weights = check_weights(weights, z.shape[0], device=z.device, dtype=dtype)
-        return _contrastive_rows(z, z, weights, temperature)
+    return _weighted_loss(z, weights, temperature, "yaware")
 
 
 def expw_loss(z, weights, temperature=0.1):
@@ -350,12 +355,7 @@ def expw_loss(z, weights, temperature=0.1):
     loss : torch.Tensor
         Scalar, differentiable with respect to ``z``.
     """
-    temperature = check_scalar(temperature, "temperature")
-    check_features(z)
-    with _full_precision(z):
-        dtype = _compute_dtype(z)
-        weights = check_weights(weights, z.shape[0], device=z.device, dtype=dtype)
-        return _contrastive_rows(z, z, weights, temperature, method="expw")
+    return _weighted_loss(z, weights, temperature, "expw")
 
 
 def simclr_loss(z, temperature=0.1):
