@@ -83,6 +83,19 @@ def test_learning_rate_follows_step_schedule(small_brains):
     np.testing.assert_allclose(est.history_[:, "lr"], [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4])
 
 
+
+def test_cpu_training_uses_fused_adam_with_the_same_update(small_brains):
+    # fused Adam is the same update as torch's default step, only cheaper; a user can opt out
+    X, meta = small_brains.images[:8], _meta(small_brains, slice(8))
+    fused = AnatCLEmbedder(**{**FAST, "lr": 1e-3}).fit(X, **meta)
+    plain = AnatCLEmbedder(**{**FAST, "lr": 1e-3}, net_params={"optimizer__fused": None}).fit(X, **meta)
+    assert fused.net_.optimizer_.param_groups[0]["fused"] is True
+    assert not plain.net_.optimizer_.param_groups[0]["fused"]
+    a, b = _weights(fused), _weights(plain)
+    assert not _same_weights(a, _weights(AnatCLEmbedder(**{**FAST, "max_epochs": 0}).fit(X, **meta)))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+
 # ---------------------------------------------------------------- reproducibility and pickling
 def test_random_state_reproducible_and_global_rng_untouched(small_brains):
     X = small_brains.images[:12]
@@ -364,6 +377,48 @@ def test_non_finite_gradients_skip_the_step(small_brains):
         est.fit(X, **_meta(small_brains, slice(8)))
     assert len(snapshots) == 1 and _same_weights(snapshots[0], _weights(est))
 
+
+
+class _LookAtModule(Callback):
+    """Record the module's type during training and whether the optimizer holds its parameters."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_batch_end(self, net, **kw):
+        optimized = {id(p) for g in net.optimizer_.param_groups for p in g["params"]}
+        self.seen.append((type(net.module_), optimized == {id(p) for p in net.module_.parameters()}))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="DataParallel is a pass-through only without CUDA")
+def test_data_parallel_wiring_trains_saves_and_unwraps(small_brains, tmp_path, monkeypatch):
+    # Several GPUs cannot be had here; without CUDA, DataParallel forwards to its module, so the
+    # wrapping, the optimizer, the checkpoint keys and the unwrapping can still be checked.
+    from anatcl_sklearn.embedder import _embedder
+
+    X, meta = small_brains.images[:8], _meta(small_brains, slice(8))
+    params = dict(max_epochs=2, batch_size=4, lr=1e-3, verbose=0, random_state=0)
+    plain = AnatCLEmbedder(**params).fit(X, **meta)
+
+    look = _LookAtModule()
+    monkeypatch.setattr(_embedder, "_use_data_parallel", lambda setting, device: True)
+    wrapped = AnatCLEmbedder(**params, checkpoint_dir=tmp_path, callbacks=[look]).fit(X, **meta)
+    assert look.seen and all(t is torch.nn.DataParallel and same for t, same in look.seen)
+    assert not isinstance(wrapped.net_.module_, torch.nn.DataParallel)
+    saved = torch.load(next(tmp_path.glob("*.pt")), weights_only=True)
+    assert not any(k.startswith("module.") for k in saved["model"])
+    assert not any(k.startswith("module.") for k in wrapped.net_.module_.state_dict())
+    np.testing.assert_allclose(wrapped.transform(X), plain.transform(X), rtol=1e-5, atol=1e-6)
+    again = pickle.loads(pickle.dumps(wrapped))
+    np.testing.assert_array_equal(again.transform(X), wrapped.transform(X))
+
+
+def test_data_parallel_only_on_cuda():
+    from anatcl_sklearn.embedder._embedder import _use_data_parallel
+
+    assert not _use_data_parallel(True, "cpu")
+    assert not _use_data_parallel("auto", "cpu")
+    assert not _use_data_parallel(False, "cuda:0")
 
 # ---------------------------------------------------------------- bad input
 @pytest.mark.parametrize("params, match", [

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from .._images import check_images
+from .._optim import adam_kwargs
 from .._version import __version__
 from ..embedder._augment import make_views
 from ..embedder._data import SubjectDataset
@@ -442,7 +443,8 @@ def _train(images, age, anatomy, criterion, *, world, arch, augment, epochs, bat
         device_ids = [torch_device.index] if torch_device.type == "cuda" else None
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay,
+                                 **adam_kwargs(torch_device))
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=lr_step, gamma=lr_gamma)
     if saved is not None:
         optimizer.load_state_dict(saved["optimizer"])

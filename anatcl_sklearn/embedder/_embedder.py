@@ -22,6 +22,7 @@ from sklearn.utils.validation import check_is_fitted
 from skorch.callbacks import EarlyStopping, ProgressBar
 
 from .._images import check_images
+from .._optim import adam_kwargs
 from ._cache import VolumeCache
 from ._callbacks import KeepLastEpoch, ResumableCheckpoint, StepLR
 from ._data import SubjectDataset
@@ -391,6 +392,7 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             optimizer=torch.optim.Adam,
             lr=self.lr,
             optimizer__weight_decay=self.weight_decay,
+            **{f"optimizer__{k}": v for k, v in adam_kwargs(device).items()},
             max_epochs=self.max_epochs,
             batch_size=self.batch_size,
             train_split=None,
@@ -475,9 +477,7 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         module = self._build_module(seed)
         run_key = self._run_key(images, age, anatomy) if self.checkpoint_dir else None
         net, checkpoint = self._build_net(module, n, device, seed, run_key)
-        use_dp = device.startswith("cuda") and (
-            self.data_parallel is True
-            or (self.data_parallel == "auto" and torch.cuda.device_count() > 1))
+        use_dp = _use_data_parallel(self.data_parallel, device)
         self.device_ = device
         self.input_shape_ = tuple(images.shape)
         self.n_features_out_ = self._n_out(module)
@@ -583,6 +583,13 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         tags.non_deterministic = self.random_state is None
         tags.requires_fit = True
         return tags
+
+
+def _use_data_parallel(setting, device):
+    """Whether to wrap the module in DataParallel: CUDA only, and with "auto" only when several
+    GPUs are visible."""
+    return device.startswith("cuda") and (
+        setting is True or (setting == "auto" and torch.cuda.device_count() > 1))
 
 
 def _unwrap_module(module):
