@@ -47,7 +47,7 @@ def resolve_device(device):
 def sync(device):
     """Wait for queued GPU work so a wall-clock reading covers it (no-op on the CPU)."""
     if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
 
 
 def load_average():

@@ -188,7 +188,7 @@ def main(argv=None):
             batches = [torch.randint(0, n, (args.batch_size,), generator=generator)
                        for _ in range(n_batches)]
 
-            def decode():
+            def decode(cache=cache):
                 for idx in batches:
                     cache.batch(idx, device)
                 _common.sync(device)

@@ -123,6 +123,7 @@ def fit_loop(images, age, anatomy, *, epochs, batch_size, device, precision, cha
     """Time ``AnatCLEmbedder.fit``; return (wall s, per-epoch s, process CPU s)."""
     est = AnatCLEmbedder(
         max_epochs=epochs, batch_size=batch_size, lr=1e-4, device=device, precision=precision,
+        data_parallel=False,  # one GPU, like the bare loops
         channels_last=channels_last, compile=compile, cache=cache, verbose=0,
         random_state=random_state,
     )

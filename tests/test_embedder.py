@@ -305,6 +305,50 @@ def test_checkpoint_resume_reproduces_uninterrupted_run(small_brains, tmp_path):
     assert len(list(tmp_path.glob("*.pt"))) == 2 and len(other.history_) == 3
 
 
+def test_checkpoint_from_another_kind_of_device_resumes_with_a_warning(small_brains, tmp_path):
+    # a GPU run's CUDA generator state does not fit a CPU generator (and the reverse)
+    X, meta = small_brains.images[:8], _meta(small_brains, slice(8))
+    params = dict(max_epochs=2, batch_size=4, lr=1e-3, verbose=0, random_state=1, augment="flip")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        AnatCLEmbedder(checkpoint_dir=tmp_path, callbacks=[_CrashAt(2)], **params).fit(X, **meta)
+    path = next(tmp_path.glob("*.pt"))
+    state = torch.load(path, weights_only=True)
+    state["generators"]["augment"] = torch.zeros(16, dtype=torch.uint8)  # a CUDA generator's size
+    torch.save(state, path)
+    with pytest.warns(UserWarning, match="augment generator's state was saved on another kind"):
+        resumed = AnatCLEmbedder(checkpoint_dir=tmp_path, **params).fit(X, **meta)
+    assert len(resumed.history_) == 2 and np.isfinite(resumed.history_[-1, "train_loss"])
+
+
+def test_fitted_estimator_keeps_no_training_generators(small_brains, tmp_path):
+    # a CUDA generator in a pickle cannot be rebuilt on a machine without CUDA
+    import subprocess
+    import sys
+
+    X, meta = small_brains.images[:8], _meta(small_brains, slice(8))
+    est = AnatCLEmbedder(**FAST, augment="flip+noise", checkpoint_dir=tmp_path).fit(X, **meta)
+    assert est.net_.augment_generator is None
+    assert all(not getattr(cb, "generators", None) for _, cb in est.net_.callbacks_)
+    path = tmp_path / "est.pkl"
+    path.write_bytes(pickle.dumps(est))
+    np.save(tmp_path / "X.npy", X[:2])
+    code = ("import pickle, sys, numpy as np; est = pickle.load(open(sys.argv[1], 'rb')); "
+            "print(est.transform(np.load(sys.argv[2])).shape)")
+    out = subprocess.run([sys.executable, "-c", code, str(path), str(tmp_path / "X.npy")],
+                         env={**__import__("os").environ, "CUDA_VISIBLE_DEVICES": ""},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "(2, 512)"
+
+
+def test_compile_with_data_parallel_is_refused_before_reading_images(monkeypatch):
+    from anatcl_sklearn.embedder import _embedder
+
+    monkeypatch.setattr(_embedder, "_use_data_parallel", lambda setting, device: True)
+    est = AnatCLEmbedder(compile=True, verbose=0)
+    with pytest.raises(ValueError, match="compile=True cannot train under DataParallel"):
+        est.fit(["/nonexistent/sub-01.nii.gz", "/nonexistent/sub-02.nii.gz"], age=[20, 30])
+
 def test_non_finite_loss_stops_with_epoch_and_batch(small_brains):
     from anatcl_sklearn.losses import AnatCLLoss
 
@@ -402,8 +446,10 @@ def test_data_parallel_wiring_trains_saves_and_unwraps(small_brains, tmp_path, m
 
     look = _LookAtModule()
     monkeypatch.setattr(_embedder, "_use_data_parallel", lambda setting, device: True)
+    monkeypatch.setattr(_embedder, "_cuda_index", lambda device: 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     wrapped = AnatCLEmbedder(**params, checkpoint_dir=tmp_path, callbacks=[look]).fit(X, **meta)
-    assert look.seen and all(t is torch.nn.DataParallel and same for t, same in look.seen)
+    assert look.seen and all(issubclass(t, torch.nn.DataParallel) and same for t, same in look.seen)
     assert not isinstance(wrapped.net_.module_, torch.nn.DataParallel)
     saved = torch.load(next(tmp_path.glob("*.pt")), weights_only=True)
     assert not any(k.startswith("module.") for k in saved["model"])

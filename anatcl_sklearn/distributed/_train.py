@@ -91,8 +91,7 @@ def _init_process_group(backend, device, world):
     if backend == "auto":
         backend = "nccl" if device.type == "cuda" else "gloo"
     options = {}
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
+    if device.type == "cuda":  # the caller has made it the current device
         options["device_id"] = device  # binds NCCL to this rank's GPU up front
     dist.init_process_group(backend=backend, init_method="env://", **options)
     return True
@@ -392,17 +391,31 @@ def train_distributed(
     if resume is not None and not Path(resume).expanduser().is_file():
         raise FileNotFoundError(f"Checkpoint to resume from not found: '{Path(resume).expanduser()}'.")
 
+    cudnn_benchmark = torch.backends.cudnn.benchmark
+    # this rank's GPU is the current device while training (collectives, pinned memory and
+    # cuDNN handles otherwise land on GPU 0); the caller's current device comes back afterwards
+    on_device = (torch.cuda.device(torch_device) if torch_device.type == "cuda"
+                 else contextlib.nullcontext())
+    with on_device:
+        return _run_on_device(
+            images, age, anatomy, criterion, backend=backend, world=world, arch=arch,
+            augment=augment, epochs=epochs, batch_size=batch_size, lr=lr, lr_step=lr_step,
+            lr_gamma=lr_gamma, weight_decay=weight_decay, anatomy_scaling=anatomy_scaling,
+            sync_bn=sync_bn, precision=precision, device=torch_device, num_workers=num_workers,
+            checkpoint=checkpoint, save_every=save_every, resume=resume, seed=seed,
+            data_description=data_description, verbose=verbose, cudnn_benchmark=cudnn_benchmark,
+        )
+
+
+def _run_on_device(images, age, anatomy, criterion, *, backend, world, cudnn_benchmark, **kwargs):
+    torch_device = kwargs["device"]
+    if torch_device.type == "cuda":
+        torch.cuda.set_device(torch_device)
     created = _init_process_group(backend, torch_device, world)
     try:
-        return _train(
-            images, age, anatomy, criterion, world=world, arch=arch, augment=augment,
-            epochs=epochs, batch_size=batch_size, lr=lr, lr_step=lr_step, lr_gamma=lr_gamma,
-            weight_decay=weight_decay, anatomy_scaling=anatomy_scaling, sync_bn=sync_bn,
-            precision=precision, device=torch_device, num_workers=num_workers,
-            checkpoint=checkpoint, save_every=save_every, resume=resume, seed=seed,
-            data_description=data_description, verbose=verbose,
-        )
+        return _train(images, age, anatomy, criterion, world=world, **kwargs)
     finally:
+        torch.backends.cudnn.benchmark = cudnn_benchmark  # _train turns it on for CUDA
         if created:
             dist.destroy_process_group()
 
@@ -422,7 +435,7 @@ def _train(images, age, anatomy, criterion, *, world, arch, augment, epochs, bat
     anatomy = _scale_anatomy(anatomy, anatomy_scaling, descriptor)
 
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # the CPU's only: leave every GPU's RNG alone
         model = AnatCLModel(arch)
     start_epoch, run_id, history, saved = 0, None, [], None
     if resume is not None:
@@ -433,7 +446,9 @@ def _train(images, age, anatomy, criterion, *, world, arch, augment, epochs, bat
     if run_id is None:
         run_id = [uuid.uuid4().hex[:12]]
         if world > 1:  # one id for the run, whoever writes it
-            dist.broadcast_object_list(run_id, src=0)
+            # NCCL sends only CUDA tensors: name this rank's GPU rather than the current one
+            dist.broadcast_object_list(
+                run_id, src=0, device=device if dist.get_backend() == "nccl" else None)
         run_id = run_id[0]
     if sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -510,9 +525,10 @@ def _train(images, age, anatomy, criterion, *, world, arch, augment, epochs, bat
             x = batch["x"].to(torch_device, non_blocking=True)
             batch_age = batch.get("age")
             batch_anatomy = batch.get("anatomy")
+            if augment:  # views drawn in float32, outside autocast
+                views = make_views(x, augment, generator, n_views=2)
             with autocast:
                 if augment:
-                    views = make_views(x, augment, generator, n_views=2)
                     z = net(views.flatten(0, 1)).float().view(x.shape[0], 2, -1)
                 else:
                     # identical views: one forward, the embedding used twice

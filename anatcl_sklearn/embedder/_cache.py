@@ -55,7 +55,9 @@ class VolumeCache:
     def batch(self, idx, device):
         """Return float32 volumes ``(len(idx), 1, D, H, W)`` on ``device``."""
         idx = idx.to(self.data.device)
-        x = self.data[idx].to(device, non_blocking=True).float()
+        # non_blocking only towards a GPU: a non-blocking copy to the host may still be running
+        # when the result is read
+        x = self.data[idx].to(device, non_blocking=torch.device(device).type == "cuda").float()
         offset = self.offset[idx].to(device).view(-1, 1, 1, 1)
         scale = self.scale[idx].to(device).view(-1, 1, 1, 1)
         return x.mul_(scale).add_(offset).unsqueeze(1)  # in place: one float32 batch, not three

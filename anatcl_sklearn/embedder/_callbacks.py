@@ -13,6 +13,8 @@ import torch
 from skorch.callbacks import Callback
 from skorch.history import History
 
+from ._parallel import unwrap_module
+
 
 class StepLR(Callback):
     """Multiply the learning rate by ``gamma`` every ``step`` epochs (the paper's schedule).
@@ -35,12 +37,8 @@ class StepLR(Callback):
         net.history.record("lr", lr)
 
 
-def _unwrap(module):
-    return module.module if isinstance(module, torch.nn.DataParallel) else module
-
-
 def _cpu_state(module):
-    return {k: v.detach().to("cpu", copy=True) for k, v in _unwrap(module).state_dict().items()}
+    return {k: v.detach().to("cpu", copy=True) for k, v in unwrap_module(module).state_dict().items()}
 
 
 class KeepLastEpoch(Callback):
@@ -62,7 +60,7 @@ class KeepLastEpoch(Callback):
     def on_train_end(self, net, **kwargs):
         if len(net.history) and "train_loss" not in net.history[-1]:
             self.interrupted_epoch_ = len(net.history)
-            _unwrap(net.module_).load_state_dict(self.snapshot_)
+            unwrap_module(net.module_).load_state_dict(self.snapshot_)
             del net.history[-1]
         self.snapshot_ = None  # do not carry a second copy of the weights into pickles
 
@@ -124,10 +122,17 @@ class ResumableCheckpoint(Callback):
         except Exception as exc:  # a corrupt file must not stop the user: start over, loudly
             warnings.warn(f"Could not read checkpoint {self.path!r} ({exc}); training from scratch.")
             return 0
-        _unwrap(net.module_).load_state_dict(state["model"])
+        unwrap_module(net.module_).load_state_dict(state["model"])
         net.optimizer_.load_state_dict(state["optimizer"])
         net.history = History(copy.deepcopy(state["history"]))
         for name, gen_state in state.get("generators", {}).items():
             if name in self.generators:
-                self.generators[name].set_state(gen_state)
+                try:
+                    self.generators[name].set_state(gen_state)
+                except RuntimeError:  # saved on another kind of device (a GPU run resumed on CPU)
+                    warnings.warn(
+                        f"Checkpoint {self.path!r}: the {name} generator's state was saved on "
+                        f"another kind of device than {self.generators[name].device}; resuming "
+                        "with a fresh stream, so this run will not repeat an uninterrupted one "
+                        "exactly.")
         return len(net.history)

@@ -27,6 +27,7 @@ from ._cache import VolumeCache
 from ._callbacks import KeepLastEpoch, ResumableCheckpoint, StepLR
 from ._data import SubjectDataset
 from ._net import ContrastiveNet
+from ._parallel import AutocastDataParallel, unwrap_module
 from ._params import needs_age, needs_anatomy, parse_augment, validate_params
 
 EXPECTED_ANATOMY_SHAPE = (68, 3)
@@ -83,7 +84,9 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         ``"auto"`` uses CUDA when available, else the CPU.
     data_parallel : {"auto", True, False}, default="auto"
         Wrap the module in :class:`torch.nn.DataParallel` when several GPUs are visible, so the
-        contrastive loss sees the whole batch.
+        contrastive loss sees the whole batch. The training device comes first (it holds the
+        parameters); BatchNorm normalises each GPU's share of the batch with that share's
+        statistics. Cannot be combined with ``compile=True``.
     precision : {"fp32", "bf16"}, default="fp32"
         ``"bf16"`` runs the network under bfloat16 autocast (losses stay in float32). Training
         in bf16 needs CUDA; ``transform`` may use it on the CPU too.
@@ -324,7 +327,7 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             # a model object passed by the user is theirs: never train or move it in place
             return copy.deepcopy(model) if model is self.pretrained else model
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)  # the CPU's only: GPUs' RNGs stay the user's
             if self.method == "l1":
                 return AnatCLModel(self.arch, out_dim=1, normalize=False)
             return AnatCLModel(self.arch)
@@ -444,6 +447,21 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         """
         validate_params(self)
         train = self.pretrained is None or self.finetune
+        device = self._resolve_device()
+        if self.precision == "bf16" and train and not device.startswith("cuda"):
+            raise ValueError(
+                "precision='bf16' trains on CUDA only: on the CPU, torch's bfloat16 3D-convolution "
+                "backward intermittently returns non-finite gradients (measured with torch 2.13: "
+                "15 of 43 short fits). Use precision='fp32' on the CPU."
+            )
+        use_dp = _use_data_parallel(self.data_parallel, device)
+        if use_dp and self.compile and train:
+            raise ValueError(
+                f"compile=True cannot train under DataParallel (data_parallel={self.data_parallel!r}"
+                f" with {torch.cuda.device_count()} GPUs visible): DataParallel's replication "
+                "rewrites a torch.compile wrapper's model. Set data_parallel=False to compile on "
+                "one GPU, or compile=False to use every GPU."
+            )
         # Training reads every volume many times, so one up-front pass that finds NaN/inf voxels
         # (and names the file) before any training costs little; inference checks lazily.
         images = self._check_X(X, check_finite=True if train else "auto")
@@ -455,13 +473,6 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             anatomy = self._resolve_anatomy(anatomy, n)
         else:  # a frozen pretrained encoder: fit only loads weights, metadata is not used
             age = anatomy = None
-        device = self._resolve_device()
-        if self.precision == "bf16" and train and not device.startswith("cuda"):
-            raise ValueError(
-                "precision='bf16' trains on CUDA only: on the CPU, torch's bfloat16 3D-convolution "
-                "backward intermittently returns non-finite gradients (measured with torch 2.13: "
-                "15 of 43 short fits). Use precision='fp32' on the CPU."
-            )
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
 
         scaling = self.anatomy_scaling
@@ -477,7 +488,6 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         module = self._build_module(seed)
         run_key = self._run_key(images, age, anatomy) if self.checkpoint_dir else None
         net, checkpoint = self._build_net(module, n, device, seed, run_key)
-        use_dp = _use_data_parallel(self.data_parallel, device)
         self.device_ = device
         self.input_shape_ = tuple(images.shape)
         self.n_features_out_ = self._n_out(module)
@@ -487,13 +497,13 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         if train and self.verbose:
             print(_runtime_summary(device, self), flush=True)
 
-        cuda_devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
+        cuda_devices = [_cuda_index(device)] if device.startswith("cuda") else []
         cudnn_benchmark = torch.backends.cudnn.benchmark
         with torch.random.fork_rng(devices=cuda_devices):
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)  # torch.manual_seed would reseed every GPU
             net.initialize()
             if use_dp:  # wrap the module, not the net (skorch #602): the loss sees the whole batch
-                net.module_ = torch.nn.DataParallel(net.module_)
+                net.module_ = _data_parallel(net.module_, device, net.autocast_dtype)
                 net.initialize_optimizer()
             self.net_ = net
             done = checkpoint.restore(net) if checkpoint is not None and os.path.exists(checkpoint.path) else 0
@@ -511,7 +521,11 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             finally:
                 torch.backends.cudnn.benchmark = cudnn_benchmark
                 net.volume_cache = None  # never keep (or pickle) a copy of the training data
-                net.module_ = _unwrap_module(net.module_)  # plain keys for pickling and saving
+                # nor training-only generators: a CUDA generator cannot be unpickled without CUDA
+                net.augment_generator = None
+                if checkpoint is not None:
+                    checkpoint.generators = {}
+                net.module_ = unwrap_module(net.module_)  # plain keys for pickling and saving
         self.history_ = net.history
         keeper = dict(net.callbacks_)["keep_last_epoch"]
         interrupted = getattr(keeper, "interrupted_epoch_", None) if remaining > 0 else None
@@ -553,7 +567,7 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
                 f"X has images of shape {tuple(images.shape)}, but this embedder was fitted on "
                 f"{self.input_shape_}; resample the images to the fitted grid."
             )
-        module = _unwrap_module(self.net_.module_)
+        module = unwrap_module(self.net_.module_)
         device = next(module.parameters()).device
         module.eval()
         loader = torch.utils.data.DataLoader(
@@ -592,15 +606,17 @@ def _use_data_parallel(setting, device):
         setting is True or (setting == "auto" and torch.cuda.device_count() > 1))
 
 
-def _unwrap_module(module):
-    """Strip DataParallel and torch.compile wrappers."""
-    while True:
-        if isinstance(module, torch.nn.DataParallel):
-            module = module.module
-        elif hasattr(module, "_orig_mod"):
-            module = module._orig_mod
-        else:
-            return module
+def _cuda_index(device):
+    index = torch.device(device).index
+    return torch.cuda.current_device() if index is None else index
+
+
+def _data_parallel(module, device, autocast_dtype):
+    """Wrap ``module`` for every visible GPU, the training device first (DataParallel keeps the
+    parameters and gathers the outputs on its first device)."""
+    first = _cuda_index(device)
+    ids = [first] + [i for i in range(torch.cuda.device_count()) if i != first]
+    return AutocastDataParallel(module, autocast_dtype, device_ids=ids, output_device=first)
 
 
 def _runtime_summary(device, est):

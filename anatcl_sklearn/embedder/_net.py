@@ -74,15 +74,17 @@ class ContrastiveNet(NeuralNet):
         if self.channels_last:
             volume = volume.contiguous(memory_format=torch.channels_last_3d)
         training = self.module_.training
-        with self._autocast():
-            if training and self.augment:
-                views = make_views(volume, self.augment, self.augment_generator,
-                                   n_views=self.n_views or 2)
-                flat = views.flatten(0, 1)
-                if self.channels_last:
-                    flat = flat.contiguous(memory_format=torch.channels_last_3d)
+        if training and self.augment:
+            # views are drawn in float32, outside autocast (which would blur in low precision)
+            views = make_views(volume, self.augment, self.augment_generator,
+                               n_views=self.n_views or 2)
+            flat = views.flatten(0, 1)
+            if self.channels_last:
+                flat = flat.contiguous(memory_format=torch.channels_last_3d)
+            with self._autocast():
                 out = self.module_(flat)
-                return out.view(volume.shape[0], views.shape[1], -1).float()
+            return out.view(volume.shape[0], views.shape[1], -1).float()
+        with self._autocast():
             out = self.module_(volume).float()
         if training and self.n_views:
             # Identical views: forward once, duplicate (autograd sums both paths' gradients).
@@ -117,8 +119,9 @@ class ContrastiveNet(NeuralNet):
         return step
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
-        X = to_tensor(X, device=self.device)
-        inputs = [X.get(key) for key in self.loss_inputs]
+        # only the loss inputs go to the device: the volumes are already there (in infer)
+        inputs = [None if X.get(key) is None else to_tensor(X[key], device=self.device)
+                  for key in self.loss_inputs]
         if self.n_views is None:  # L1 regression: predictions (B, 1) or (B, V, 1) with views
             age = inputs[0]
             if y_pred.dim() == 3:
