@@ -201,7 +201,7 @@ def main(argv=None):
               "cpu_vs_two_view",
               "useful_gflops_per_s", "useful_gflops_per_cpu_s", "frac_peak",
               "proj_300ep_openbhb_h", "setup_s", "peak_gpu_mb", "load_avg"]
-    rows = []
+    rows, out_of_memory = [], []
     for precision in args.precision:
         peak = _common.gpu_peak_tflops(device, precision) if gpu else None
         for batch in batches:
@@ -225,14 +225,30 @@ def main(argv=None):
                        else float("nan"))
                 return (*out, mem)
 
+            def attempt(loop, **kw):
+                # a loop that does not fit in GPU memory (two views of batch 64 at full size in
+                # fp32, say) is reported and left out of this configuration, not fatal
+                try:
+                    return run(loop, **kw)
+                except torch.cuda.OutOfMemoryError as exc:
+                    print(f"  {loop}: out of GPU memory ({str(exc).splitlines()[0]}); left out",
+                          flush=True)
+                    out_of_memory.append(f"{loop} at batch {batch}, {precision}")
+                    torch.cuda.empty_cache()
+                    return None
+
             print(f"[{precision}, batch {batch}] warm-up ...", flush=True)
-            for loop in args.loops:
-                run(loop, subset=min(n, 2 * batch), n_epochs=1)
-            results = {loop: [] for loop in args.loops}
+            loops = [loop for loop in args.loops
+                     if attempt(loop, subset=min(n, 2 * batch), n_epochs=1) is not None]
+            results = {loop: [] for loop in loops}
             for r in range(repeats):
-                for loop in args.loops:
+                for loop in [loop for loop in loops if loop in results]:
                     load = _common.load_average()
-                    wall, epoch_times, cpu, mem = run(loop)
+                    out = attempt(loop)
+                    if out is None:
+                        del results[loop]
+                        continue
+                    wall, epoch_times, cpu, mem = out
                     results[loop].append((wall, epoch_times, mem, load, cpu))
                     print(f"  repeat {r + 1}/{repeats} {loop:>12}: {wall:7.2f} s "
                           f"(epochs {', '.join(f'{t:.2f}' for t in epoch_times)}), CPU {cpu:.2f} s, "
@@ -280,6 +296,8 @@ def main(argv=None):
         "ratio: with --threads 1 it is the work done, unaffected by other processes",
         f"proj_300ep_openbhb_h: 300 epochs x {OPENBHB_SUBJECTS} subjects at the steady rate",
     ]
+    if out_of_memory:
+        notes.append("left out, out of GPU memory: " + "; ".join(out_of_memory))
     if gpu:
         peaks = {p: _common.gpu_peak_tflops(device, p) for p in args.precision}
         notes.append(f"frac_peak: useful FLOP/s at the steady rate / dense peak {peaks} TFLOP/s "
