@@ -24,9 +24,6 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
 
 GPU = dict(max_epochs=2, batch_size=8, lr=1e-4, verbose=0, random_state=0, device="cuda",
            data_parallel=False)
-# TF32 convolutions and cuDNN's algorithm choice make GPU results differ from each other and from
-# the CPU's in the third or fourth digit
-CLOSE = dict(rtol=2e-2, atol=2e-3)
 
 
 def _meta(brains, n):
@@ -53,7 +50,8 @@ def test_cuda_fit_uses_fused_adam_and_its_pickle_transforms_on_a_machine_without
          str(tmp_path / "z.npy")],
         env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    np.testing.assert_allclose(np.load(tmp_path / "z.npy"), z_gpu, **CLOSE)
+    z_cpu = np.load(tmp_path / "z.npy")
+    assert np.linalg.norm(z_cpu - z_gpu) < 2e-2 * np.linalg.norm(z_gpu)  # TF32 on the GPU
 
 
 @pytest.mark.parametrize("dtype", ["float16", "uint8"])
@@ -111,6 +109,22 @@ def test_data_parallel_trains_on_every_visible_gpu_and_unwraps(small_brains, pre
     assert not isinstance(est.net_.module_, torch.nn.DataParallel)
     assert np.isfinite(est.history_[:, "train_loss"]).all()
     assert est.transform(X).shape == (16, 512)
+
+
+def test_data_parallel_replicas_keep_bf16_where_torch_would_use_float16():
+    # With one GPU, DataParallel never calls parallel_apply; call it with two replicas on GPU 0.
+    from anatcl_sklearn.embedder._parallel import AutocastDataParallel
+
+    lin = torch.nn.Linear(8, 8).cuda()
+    x = torch.randn(4, 8, device="cuda")
+    dtypes = {}
+    for name, dp in (("plain", torch.nn.DataParallel(lin, device_ids=[0])),
+                     ("ours", AutocastDataParallel(lin, torch.bfloat16, device_ids=[0]))):
+        dp.device_ids = [0, 0]
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            dtypes[name] = {o.dtype for o in dp.parallel_apply([lin, lin], [(x,), (x,)], [{}, {}])}
+    assert dtypes["ours"] == {torch.bfloat16}
+    assert dtypes["plain"] != {torch.bfloat16}  # torch's float16 fallback in replica threads
 
 
 def test_augmentation_is_drawn_on_the_gpu():

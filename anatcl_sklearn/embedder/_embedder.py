@@ -624,7 +624,7 @@ def _runtime_summary(device, est):
     3D convolutions, which is about 4x slower), logged at the start of training."""
     parts = [f"anatcl-sklearn: torch {torch.__version__}"]
     if device.startswith("cuda"):
-        idx = torch.device(device).index or 0
+        idx = _cuda_index(device)
         parts.append(f"CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}")
         parts.append(f"{torch.cuda.device_count()} GPU(s), {torch.cuda.get_device_name(idx)}")
     else:

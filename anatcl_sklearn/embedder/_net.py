@@ -15,6 +15,10 @@ from skorch.utils import to_tensor
 from ._augment import make_views
 
 
+# Stands for "the same object as module_" in a pickled net (see ContrastiveNet.__getstate__).
+_MODULE_IS_MODULE_ = "<anatcl_sklearn: same as module_>"
+
+
 class NonFiniteLossError(FloatingPointError):
     """Raised when a training loss is NaN or infinite; the weights of the last good step are kept."""
 
@@ -58,6 +62,22 @@ class ContrastiveNet(NeuralNet):
         self.augment = augment
         self.augment_generator = augment_generator
         self.autocast_dtype = autocast_dtype
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        # The estimator passes the model as an instance, so ``module`` is the very object skorch
+        # trains as ``module_``. skorch sends ``module_`` through its device-mapping path; pickled
+        # plainly as well, ``module`` would double the file and, after GPU training, fail to load
+        # on a machine without CUDA. Keep one copy.
+        if state.get("module") is self.__dict__.get("module_"):
+            state["module"] = _MODULE_IS_MODULE_
+        return state
+
+    def __setstate__(self, state):
+        same = isinstance(state.get("module"), str) and state["module"] == _MODULE_IS_MODULE_
+        super().__setstate__(state)
+        if same:
+            self.module = self.module_
 
     def _autocast(self):
         if self.autocast_dtype is None:
@@ -119,7 +139,7 @@ class ContrastiveNet(NeuralNet):
         return step
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
-        # only the loss inputs go to the device: the volumes are already there (in infer)
+        # only the loss inputs go to the device (skorch passes the batch as the loader gave it)
         inputs = [None if X.get(key) is None else to_tensor(X[key], device=self.device)
                   for key in self.loss_inputs]
         if self.n_views is None:  # L1 regression: predictions (B, 1) or (B, V, 1) with views
