@@ -8,7 +8,8 @@ touching the global RNG the user owns.
 Every random number is drawn on the generator's device, which must be the batch's (torch refuses
 a CUDA generator for a CPU draw). The per-volume parameters of a view are drawn as one
 ``(B, n_params)`` tensor and read back once, so a view costs one host synchronisation, not one
-per volume and augmentation; flip and noise are applied to the whole batch at once.
+per volume and augmentation; the crop's resize runs once for the batch, and the noise of all the
+volumes that draw it comes from one call.
 
 The recipe follows y-Aware (Dufumier et al., 2021): random crop (resized back to the grid) and
 cutout are always applied; flip, blur and noise each with probability 0.5. The AnatCL paper
@@ -39,15 +40,17 @@ def _box_start(u, axis_size, box_size):
     return min(int(u * (axis_size - box_size + 1)), axis_size - box_size)
 
 
-def _crop(x, draws):
-    spatial = x.shape[-3:]
+def _crop(vols, draws):
+    spatial = vols[0].shape[-3:]
     size = [max(1, int(round(s * CROP_FRACTION))) for s in spatial]
     patches = []
-    for vol, u in zip(x, draws):
+    for vol, u in zip(vols, draws):
         a, b, c = (_box_start(v, s, k) for v, s, k in zip(u[_CROP_START], spatial, size))
         patches.append(vol[..., a:a + size[0], b:b + size[1], c:c + size[2]])
-    return F.interpolate(torch.stack(patches), size=tuple(spatial), mode="trilinear",
-                         align_corners=False)
+    # one resize for the whole batch: every patch has the same size
+    resized = F.interpolate(torch.stack(patches), size=tuple(spatial), mode="trilinear",
+                            align_corners=False)
+    return list(resized.unbind(0))
 
 
 def _gaussian_kernel1d(sigma, device, dtype):
@@ -73,39 +76,46 @@ def _blur_volume(vol, sigma):
     return out[0]
 
 
-def _blur(x, draws):
+def _chosen(draws, column, name):
+    """Indices of the volumes that draw augmentation ``name`` (known on the host: no sync)."""
+    return [i for i, u in enumerate(draws) if u[column] < PROBABILITY[name]]
+
+
+def _flip(vols, draws):
+    for i in _chosen(draws, _FLIP, "flip"):
+        vols[i] = torch.flip(vols[i], dims=(-3,))  # left-right is the first axis in MNI space
+    return vols
+
+
+def _blur(vols, draws):
     low, high = BLUR_SIGMA
-    return torch.stack([
-        _blur_volume(vol, low + (high - low) * u[_BLUR_SIGMA]) if u[_BLUR] < PROBABILITY["blur"]
-        else vol
-        for vol, u in zip(x, draws)
-    ])
+    for i in _chosen(draws, _BLUR, "blur"):
+        vols[i] = _blur_volume(vols[i], low + (high - low) * draws[i][_BLUR_SIGMA])
+    return vols
 
 
-def _flip(x, u):
-    # left-right is the first spatial axis in MNI space
-    chosen = (u[:, _FLIP] < PROBABILITY["flip"]).view(-1, *[1] * (x.dim() - 1))
-    return torch.where(chosen, torch.flip(x, dims=(-3,)), x)
-
-
-def _noise(x, u, gen):
-    noise = torch.randn(x.shape, generator=gen, device=gen.device, dtype=torch.float32)
-    std = x.detach().flatten(1).float().std(dim=1)  # each view's own spread
-    scale = torch.where(u[:, _NOISE] < PROBABILITY["noise"], NOISE_MAX_STD * u[:, _NOISE_STD] * std,
-                        torch.zeros_like(std))
-    return x + (scale.view(-1, *[1] * (x.dim() - 1)) * noise).to(x.device, x.dtype)
+def _noise(vols, draws, gen):
+    rows = _chosen(draws, _NOISE, "noise")
+    if rows:
+        noise = torch.randn((len(rows), *vols[0].shape), generator=gen, device=gen.device,
+                            dtype=torch.float32)
+        for j, i in enumerate(rows):
+            vol = vols[i]
+            std = NOISE_MAX_STD * draws[i][_NOISE_STD] * vol.detach().float().std()  # its own
+            vols[i] = vol + (std * noise[j]).to(vol.device, vol.dtype)
+    return vols
 
 
 def _cutout(x, draws):
-    out = x.clone()
+    """Zero one random box per volume of ``x``, in place (``x`` is a fresh stack)."""
     spatial = x.shape[-3:]
-    for vol, u in zip(out, draws):
+    for vol, u in zip(x, draws):
         size = [max(1, int(round(s * (CUTOUT_MIN_FRACTION
                                       + (CUTOUT_FRACTION - CUTOUT_MIN_FRACTION) * v))))
                 for s, v in zip(spatial, u[_CUTOUT_SIZE])]
         a, b, c = (_box_start(v, s, k) for v, s, k in zip(u[_CUTOUT_START], spatial, size))
         vol[..., a:a + size[0], b:b + size[1], c:c + size[2]] = 0
-    return out
+    return x
 
 
 def augment_batch(x, names, gen):
@@ -130,20 +140,21 @@ def augment_batch(x, names, gen):
             f"the augmentation generator is on {gen.device} but the batch is on {x.device}; "
             "they must be on the same device."
         )
-    u = torch.rand((x.shape[0], _N_DRAWS), generator=gen, device=gen.device)
-    draws = u.tolist()  # the one host synchronisation: Python numbers for slicing
-    u = u.to(x.device)
+    # the one host synchronisation: Python numbers for choices, boxes and slicing
+    draws = torch.rand((x.shape[0], _N_DRAWS), generator=gen, device=gen.device).tolist()
+    vols = list(x.unbind(0))  # views of the user's batch: every step below makes new tensors
     if "crop" in names:
-        x = _crop(x, draws)
+        vols = _crop(vols, draws)
     if "flip" in names:
-        x = _flip(x, u)
+        vols = _flip(vols, draws)
     if "blur" in names:
-        x = _blur(x, draws)
+        vols = _blur(vols, draws)
     if "noise" in names:
-        x = _noise(x, u, gen)
+        vols = _noise(vols, draws, gen)
+    view = torch.stack(vols)
     if "cutout" in names:
-        x = _cutout(x, draws)
-    return x
+        view = _cutout(view, draws)
+    return view
 
 
 def make_views(x, names, gen, n_views=2):
