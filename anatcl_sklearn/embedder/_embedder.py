@@ -142,7 +142,9 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     Attributes
     ----------
     net_ : ContrastiveNet
-        The fitted skorch net; ``net_.module_`` is the :class:`AnatCLModel`.
+        The fitted skorch net; ``net_.module_`` is the :class:`AnatCLModel`. It keeps no
+        training data, generators or Adam moments, so a pickled embedder is about the size of
+        its weights (128 MiB for ResNet-18); a new ``fit`` trains afresh.
     history_ : skorch.history.History
         Per-epoch training log (loss, learning rate, duration).
     input_shape_ : tuple of int
@@ -525,6 +527,10 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
                 net.augment_generator = None
                 if checkpoint is not None:
                     checkpoint.generators = {}
+                # nor Adam's moments: twice the weights (256 MiB for ResNet-18) in every pickle
+                # and joblib copy, for a fitted embedder that only transforms (each fit starts
+                # afresh; resuming reads checkpoint_dir's files, which keep them)
+                net.optimizer_.state.clear()
                 net.module_ = unwrap_module(net.module_)  # plain keys for pickling and saving
         self.history_ = net.history
         keeper = dict(net.callbacks_)["keep_last_epoch"]
