@@ -7,8 +7,12 @@ With no data path it runs on synthetic brains (96 subjects on a 32x38x32 grid, 1
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+
+MIN_SUBJECTS = 20
 
 
 def _parse(argv):
@@ -32,7 +36,16 @@ def _parse(argv):
                    help="learning rate (default 1e-3 for the short demo; the paper uses 1e-4)")
     p.add_argument("--random-state", type=int, default=0)
     p.add_argument("--verbose", type=int, default=1)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.n_subjects < MIN_SUBJECTS:
+        p.error(f"--n-subjects must be at least {MIN_SUBJECTS}: the probes use 5 stratified "
+                f"folds (got {args.n_subjects}).")
+    if args.epochs < 0 or args.batch_size < 2:
+        p.error(f"--epochs must be >= 0 and --batch-size >= 2 (got {args.epochs} and "
+                f"{args.batch_size}).")
+    if args.openbhb is not None and not Path(args.openbhb).expanduser().is_dir():
+        p.error(f"--openbhb {args.openbhb}: no such folder.")
+    return p, args
 
 
 def _load(args):
@@ -69,10 +82,13 @@ def _probe(Z, age, sex, random_state):
 
 def main(argv=None):
     """Run the demo: pretrain, embed, probe; print a small table."""
-    args = _parse(argv)
+    parser, args = _parse(argv)
     from . import AnatCLEmbedder
 
-    X, age, sex, anatomy, what = _load(args)
+    try:
+        X, age, sex, anatomy, what = _load(args)
+    except (ValueError, OSError) as exc:  # a bad grid, an unreadable OpenBHB tree: say it plainly
+        parser.error(str(exc))
     print(f"Data: {what}")
     common = dict(method=args.method, descriptor=args.descriptor, batch_size=args.batch_size,
                   lr=args.lr, random_state=args.random_state)
@@ -81,7 +97,8 @@ def main(argv=None):
     trained = AnatCLEmbedder(max_epochs=args.epochs, verbose=args.verbose, **common)
     trained.fit(X, age=age, anatomy=anatomy)
     elapsed = time.perf_counter() - t0
-    print(f"Pretrained {args.method} ({args.descriptor}) for {args.epochs} epochs in {elapsed:.1f} s; "
+    label = f"{args.method} ({args.descriptor})" if args.method == "anatcl" else args.method
+    print(f"Pretrained {label} for {args.epochs} epochs in {elapsed:.1f} s; "
           f"final train loss {trained.history_[-1, 'train_loss']:.4f}" if args.epochs else "")
     rows = []
     for name, est in (("untrained encoder", untrained), (f"{args.method} pretrained", trained)):

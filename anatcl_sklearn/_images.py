@@ -142,6 +142,10 @@ class ImageCollection:
     def _in_memory_at(self, pos):
         raise NotImplementedError
 
+    # the way out named by the non-finite error; callers whose users cannot set check_finite
+    # (AnatCLEmbedder) clear it through _check_images
+    _nonfinite_advice = ", or pass check_finite=False to skip this check"
+
     def _extra_nonfinite_hint(self):
         return ""
 
@@ -293,7 +297,8 @@ class ImageCollection:
         raise ValueError(
             f"{self._name}: {_label(self._source_at(pos))} has {n_bad} non-finite voxel(s) "
             f"(NaN or inf) out of {volume.size}{self._extra_nonfinite_hint()}. Fix or drop "
-            "this image, or pass check_finite=False to skip this check."
+            "this image (if NaN marks voxels outside the brain, numpy.nan_to_num sets them to "
+            f"0){self._nonfinite_advice}."
         )
 
 
@@ -462,14 +467,21 @@ def check_images(X, *, name="X", check_finite="auto", warn_grid=True):
     if not isinstance(warn_grid, (bool, np.bool_)):
         raise TypeError(f"warn_grid must be a bool, got {type(warn_grid).__name__}.")
 
+    return _check_images(X, name, check_finite, warn_grid)
+
+
+def _check_images(X, name, check_finite, warn_grid,
+                  nonfinite_advice=ImageCollection._nonfinite_advice):
+    """check_images after its argument checks; ``nonfinite_advice`` ends non-finite errors."""
     if isinstance(X, ImageCollection):
         images = X._with_options(name, check_finite)
     else:
         images = _collect(X, name, check_finite)
+    images._nonfinite_advice = nonfinite_advice
     if check_finite is not False:
         images._scan_finite(eager_files=check_finite is True)
     if warn_grid:
-        _warn_grid(images, name)
+        _warn_grid(images, name, stacklevel=4)  # the caller of check_images
     return images
 
 
@@ -720,7 +732,7 @@ def _volume_shape(item, source, name):
     return tuple(int(s) for s in shape)
 
 
-def _warn_grid(images, name):
+def _warn_grid(images, name, stacklevel=3, hint="pass warn_grid=False if this is intended"):
     shape_ok = images.shape == ANATCL_GRID_SHAPE
     zooms_ok = images.zooms is None or np.allclose(
         images.zooms, ANATCL_VOXEL_SIZE, rtol=0, atol=_ZOOM_ATOL)
@@ -733,10 +745,32 @@ def _warn_grid(images, name):
         f"{name} has images of {grid}, but the released AnatCL weights were trained on "
         f"OpenBHB CAT12 maps of {'x'.join(map(str, ANATCL_GRID_SHAPE))} voxels of "
         f"{_mm(ANATCL_VOXEL_SIZE)} mm; pretrained embeddings of other grids are not "
-        "meaningful. Resample or pad the images, or pass warn_grid=False if this is intended.",
+        f"meaningful. Resample or pad the images, or {hint}.",
         GridWarning,
-        stacklevel=3,
+        stacklevel=stacklevel,
     )
+
+
+def warn_pretrained_grid(images, trained_shape, name="X", stacklevel=3):
+    """Warn when pretrained weights meet images of another grid than they were trained on.
+
+    ``trained_shape`` is the grid the weights record (:attr:`AnatCLModel.input_shape`); when
+    it is None the weights are taken for the released ones (OpenBHB, 121 x 145 x 121 at 1.5 mm).
+    """
+    if trained_shape is None:
+        _warn_grid(images, name, stacklevel=stacklevel + 1,
+                   hint="silence this with warnings.filterwarnings('ignore', "
+                        "category=anatcl_sklearn.GridWarning) if it is intended")
+        return
+    if tuple(images.shape) != tuple(trained_shape):
+        warnings.warn(
+            f"{name} has images of {'x'.join(map(str, images.shape))} voxels, but these "
+            f"pretrained weights were trained on {'x'.join(map(str, trained_shape))} (the grid "
+            "their checkpoint records); their embeddings of other grids are not meaningful. "
+            "Resample or pad the images to that grid.",
+            GridWarning,
+            stacklevel=stacklevel,
+        )
 
 
 def _mm(zooms):

@@ -24,7 +24,15 @@ def test_demo_pretrains_embeds_and_prints_both_probes(capsys):
     assert ratio == pytest.approx(float(rows[1][1]) / float(rows[0][1]), abs=0.02)
 
 
-def test_module_entry_point_reports_bad_options():
-    out = subprocess.run([sys.executable, "-m", "anatcl_sklearn", "--descriptor", "regional"],
+@pytest.mark.parametrize("args, message", [
+    (["--descriptor", "regional"], "invalid choice: 'regional'"),
+    (["--n-subjects", "6"], "--n-subjects must be at least 20"),
+    (["--openbhb", "/nonexistent/openbhb"], "--openbhb /nonexistent/openbhb: no such folder"),
+    (["--shape", "8", "8", "8"], "shape must have every dimension >= 16"),
+    (["--batch-size", "1"], "--batch-size >= 2"),
+])
+def test_module_entry_point_reports_bad_options_without_a_traceback(args, message):
+    out = subprocess.run([sys.executable, "-m", "anatcl_sklearn", *args],
                          capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2 and "invalid choice: 'regional'" in out.stderr
+    assert out.returncode == 2 and message in out.stderr
+    assert "Traceback" not in out.stderr

@@ -446,6 +446,14 @@ def test_train_distributed_parameter_errors(tiny_brains, monkeypatch):
         _train(tiny_brains, epochs=1, batch_size=2.5)
     with pytest.raises(ValueError, match=r"anatomy must have one row per image \(6\); got shape \(5,"):
         _train(tiny_brains, epochs=1, anatomy=tiny_brains.anatomy[:5])
+    for bad in (tiny_brains.anatomy[:, :34], tiny_brains.anatomy[..., :2]):  # a hemisphere, 2 measures
+        with pytest.raises(ValueError, match=r"anatomy must have shape \(6, 68, 3\)"):
+            _train(tiny_brains, epochs=1, anatomy=bad)
+    z = (tiny_brains.anatomy - tiny_brains.anatomy.mean(0)) / tiny_brains.anatomy.std(0)
+    with pytest.raises(ValueError, match="anatomy must be non-negative.*anatomy_scaling='minmax'"):
+        _train(tiny_brains, epochs=1, anatomy=z)  # global descriptor: used as given
+    z.setflags(write=False)  # as np.load(mmap_mode="r") gives: no warning, no copy back
+    assert _train(tiny_brains, epochs=1, anatomy=z, descriptor="local").epoch == 1  # min-max first
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ValueError, match="batch_size=3 is the global batch and must be divisible"):
         _train(tiny_brains, epochs=1)

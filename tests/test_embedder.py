@@ -341,6 +341,23 @@ def test_fitted_estimator_keeps_no_training_generators(small_brains, tmp_path):
     assert out.stdout.strip() == "(2, 512)"
 
 
+def test_negative_anatomy_is_refused_before_training_unless_min_max_scaled(small_brains):
+    X, age, anat = small_brains.images[:8], small_brains.age[:8], small_brains.anatomy[:8]
+    z = (anat - anat.mean(0)) / anat.std(0)
+    started = []
+
+    class Started(Callback):
+        def on_train_begin(self, net, **kw):
+            started.append(True)
+
+    with pytest.raises(ValueError, match="non-negative.*anatomy_scaling='minmax'"):
+        AnatCLEmbedder(**FAST, callbacks=[Started()]).fit(X, age=age, anatomy=z)
+    assert not started
+    for params in ({"anatomy_scaling": "minmax"}, {"descriptor": "local"}):
+        est = AnatCLEmbedder(**FAST, **params).fit(X, age=age, anatomy=z)
+        assert np.isfinite(est.history_[-1, "train_loss"])
+
+
 def test_compile_with_data_parallel_is_refused_before_reading_images(monkeypatch):
     from anatcl_sklearn.embedder import _embedder
 
@@ -459,6 +476,12 @@ def test_data_parallel_wiring_trains_saves_and_unwraps(small_brains, tmp_path, m
     np.testing.assert_array_equal(again.transform(X), wrapped.transform(X))
 
 
+def test_data_parallel_on_the_cpu_says_it_does_nothing(small_brains):
+    X, meta = small_brains.images[:4], _meta(small_brains, slice(4))
+    with pytest.warns(UserWarning, match="data_parallel=True has no effect on device 'cpu'"):
+        AnatCLEmbedder(**FAST, device="cpu", data_parallel=True).fit(X, **meta)
+
+
 def test_data_parallel_only_on_cuda():
     from anatcl_sklearn.embedder._embedder import _use_data_parallel
 
@@ -501,8 +524,9 @@ def test_bad_metadata_is_refused_before_training(small_brains):
 def test_non_finite_voxels_are_refused(small_brains, bad):
     X = small_brains.images[:6].copy()
     X[4, 3, 3, 3] = bad
-    with pytest.raises(ValueError, match="4"):
+    with pytest.raises(ValueError, match=r"<array index 4> has 1 non-finite voxel") as err:
         AnatCLEmbedder(**FAST).fit(X, **_meta(small_brains, slice(6)))
+    assert "check_finite" not in str(err.value)  # not a parameter of the embedder
 
 
 def test_transform_before_fit_and_wrong_grid(small_brains):
@@ -671,8 +695,32 @@ def test_grid_warning_only_for_pretrained_weights_and_at_the_users_line(small_br
     ckpt = tmp_path / "w.pth"
     _released_checkpoint(ckpt)
     est = AnatCLEmbedder(pretrained=str(ckpt), verbose=0)
-    with pytest.warns(GridWarning, match="121x145x121") as fit_warn:
+    with pytest.warns(GridWarning, match="121x145x121.*filterwarnings") as fit_warn:
         est.fit(X)
-    with pytest.warns(GridWarning) as transform_warn:
+    assert {w.filename for w in fit_warn} == {__file__}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GridWarning)  # fit has said it; transform's grid = fit's
         est.transform(X)
-    assert {w.filename for w in list(fit_warn) + list(transform_warn)} == {__file__}
+
+
+def test_grid_warning_compares_with_the_grid_a_checkpoint_records(small_brains, tmp_path):
+    import warnings
+
+    from anatcl_sklearn import GridWarning
+    from anatcl_sklearn.models import load_checkpoint
+
+    X, meta = small_brains.images[:6], _meta(small_brains, slice(6))
+    trained = AnatCLEmbedder(**FAST).fit(X, **meta)
+    assert trained.net_.module_.input_shape == X.shape[1:]
+    path = tmp_path / "own.pt"  # the layout train_distributed writes
+    torch.save({"opts": {"input_shape": list(X.shape[1:])},
+                "model": trained.net_.module_.state_dict()}, path)
+    assert load_checkpoint(path).input_shape == X.shape[1:]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GridWarning)  # its own grid: nothing to say
+        AnatCLEmbedder(pretrained=str(path), verbose=0).fit(X)
+        AnatCLEmbedder(pretrained=trained.net_.module_, verbose=0).fit(X)
+    other = np.zeros((2, 20, 24, 20), dtype=np.float32)
+    with pytest.warns(GridWarning, match="20x24x20 voxels, but these pretrained weights were "
+                                          "trained on 24x28x24"):
+        AnatCLEmbedder(pretrained=str(path), verbose=0).fit(other)

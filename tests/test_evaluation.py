@@ -546,6 +546,9 @@ def test_settings_from_env(tmp_path):
     assert official.training["max_epochs"] == 5
     with pytest.raises(ValueError, match="ANATCL_EPOCHS"):
         settings_from_env("ex", default_output=tmp_path, environ={"ANATCL_EPOCHS": "many"})
+    # a weights name meant for plot_pretrained_weights.py must not silently pretrain instead
+    with pytest.raises(ValueError, match="ANATCL_WEIGHTS='anatcl-global' is not understood"):
+        settings_from_env("ex", default_output=tmp_path, environ={"ANATCL_WEIGHTS": "anatcl-global"})
 
 
 def test_load_example_data_synthetic_and_real_checks(tmp_path, capsys):

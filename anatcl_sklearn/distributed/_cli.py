@@ -88,7 +88,9 @@ def build_parser():
                             "statistics are those of each rank's shard")
     train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     train.add_argument("--backend", default="auto", choices=["auto", "gloo", "nccl"])
-    train.add_argument("--num-workers", type=int, default=4, help="data loader workers per rank")
+    train.add_argument("--num-workers", type=int, default=None,
+                       help="data loader workers per rank (default: up to 4, leaving one core "
+                            "per rank for training)")
     train.add_argument("--seed", type=int, default=0)
 
     out = p.add_argument_group("checkpoints")
@@ -193,7 +195,8 @@ def main(argv=None):
         augment=args.augment, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         lr_step=args.lr_step, lr_gamma=args.lr_gamma, weight_decay=args.weight_decay,
         anatomy_scaling=args.anatomy_scaling, sync_bn=args.sync_bn, precision=args.precision,
-        device=args.device, backend=args.backend, num_workers=args.num_workers,
+        device=args.device, backend=args.backend,
+        num_workers=_default_workers() if args.num_workers is None else args.num_workers,
         checkpoint=args.output, save_every=args.save_every, resume=args.resume, seed=args.seed,
         data_description=description, verbose=args.verbose,
     )
@@ -204,3 +207,10 @@ def main(argv=None):
 
 def _rank():
     return int(os.environ.get("RANK", "0"))
+
+
+def _default_workers():
+    """Up to 4 loader workers per rank, from the cores left after one per local rank."""
+    ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    spare = (os.cpu_count() or 1) // ranks - 1
+    return max(0, min(4, spare))

@@ -105,7 +105,7 @@ def _check_length(values, name, n):
         )
 
 
-def _check_inputs(images, age, anatomy, criterion):
+def _check_inputs(images, age, anatomy, criterion, anatomy_scaling):
     # Training from scratch on any grid is intended: no warning about the released weights' grid.
     images = check_images(images, warn_grid=False)
     n = len(images)
@@ -126,16 +126,29 @@ def _check_inputs(images, age, anatomy, criterion):
                 f"({n}, 68, 3) (Desikan CT, GMV, SA), or lambda_anat=0."
             )
         _check_length(anatomy, "anatomy", n)
-        anatomy = check_anatomy(anatomy, dtype=torch.float64, non_negative=True).numpy()
+        anatomy = check_anatomy(anatomy, dtype=torch.float64).numpy()
+        if anatomy.shape[1:] != (68, 3):
+            raise ValueError(
+                f"anatomy must have shape ({n}, 68, 3): one row per image, the 68 Desikan regions "
+                f"and the measures (CT, GMV, SA); got shape {anatomy.shape}."
+            )
+        if _resolve_scaling(anatomy_scaling, criterion) == "none":  # min-max scaling makes it so
+            check_anatomy(anatomy, non_negative=True)
     else:
         anatomy = None
     return images, age, anatomy
 
 
-def _scale_anatomy(anatomy, scaling, descriptor):
-    """Min-max scale on the whole training set (identical on every rank), never per batch."""
+def _resolve_scaling(scaling, criterion):
+    """``"auto"``: min-max for the local descriptor (the paper's γ in Eq. 2), none otherwise."""
     if scaling == "auto":
-        scaling = "minmax" if descriptor == "local" else "none"
+        return "minmax" if getattr(criterion, "descriptor", None) == "local" else "none"
+    return scaling
+
+
+def _scale_anatomy(anatomy, scaling, criterion):
+    """Min-max scale on the whole training set (identical on every rank), never per batch."""
+    scaling = _resolve_scaling(scaling, criterion)
     if anatomy is None or scaling == "none":
         return anatomy
     from ..anatomy import AnatomyScaler
@@ -383,7 +396,7 @@ def train_distributed(
             f"batch_size={batch_size} is the global batch and must be divisible by the world "
             f"size {world} (each rank takes batch_size / world_size subjects per step)."
         )
-    images, age, anatomy = _check_inputs(images, age, anatomy, criterion)
+    images, age, anatomy = _check_inputs(images, age, anatomy, criterion, anatomy_scaling)
     n_subjects = len(images)
     if n_subjects < world:
         raise ValueError(f"{n_subjects} images cannot be shared among {world} ranks; give at least {world}.")
@@ -432,7 +445,7 @@ def _train(images, age, anatomy, criterion, *, world, arch, augment, epochs, bat
     local_batch = batch_size // world
     if rank == 0 and checkpoint is not None:
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    anatomy = _scale_anatomy(anatomy, anatomy_scaling, descriptor)
+    anatomy = _scale_anatomy(anatomy, anatomy_scaling, criterion)
 
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)  # the CPU's only: leave every GPU's RNG alone
@@ -563,6 +576,7 @@ def _train(images, age, anatomy, criterion, *, world, arch, augment, epochs, bat
             _save_checkpoint(checkpoint, state(epoch + 1))
     if world > 1:
         dist.barrier()  # the checkpoint exists for every rank once this returns
+    model.input_shape = tuple(images.shape)  # as the checkpoint's opts.input_shape
     return Bunch(model=model.eval(), history=history, epoch=max(start_epoch, epochs),
                  checkpoint=checkpoint, run_id=run_id, world_size=world)
 

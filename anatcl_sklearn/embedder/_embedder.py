@@ -21,8 +21,9 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from skorch.callbacks import EarlyStopping, ProgressBar
 
-from .._images import check_images
+from .._images import _check_images, warn_pretrained_grid
 from .._optim import adam_kwargs
+from ..losses._validation import check_anatomy
 from ._cache import VolumeCache
 from ._callbacks import KeepLastEpoch, ResumableCheckpoint, StepLR
 from ._data import SubjectDataset
@@ -97,7 +98,8 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     cache : {"none", "memory", "device"}, default="none"
         Keep a compact copy of the training volumes in memory or on the training device (GPU),
         read once before the first epoch, so later epochs do no file I/O (OpenBHB: 15.8 GiB
-        in float16). With ``"none"`` volumes are read from X every epoch.
+        in float16). With ``"none"`` volumes are read from X every epoch. When training on
+        the CPU, ``"device"`` is the same as ``"memory"``.
     cache_dtype : {"float16", "uint8"}, default="float16"
         Storage of the cache (uint8 keeps a per-image offset and scale).
     pretrained : str, path, dict or None, default=None
@@ -249,9 +251,8 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            # The grid matters for released weights, not for a network trained here on its data.
-            images = check_images(X, check_finite=check_finite,
-                                  warn_grid=self.pretrained is not None)
+            # The grid matters for pretrained weights only; fit compares it with theirs.
+            images = _check_images(X, "X", check_finite, warn_grid=False, nonfinite_advice="")
         for w in caught:  # re-issue at the user's line (fit, or transform behind set_output)
             warnings.warn(w.message, w.category, stacklevel=stacklevel)
         return images
@@ -457,6 +458,11 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
                 "15 of 43 short fits). Use precision='fp32' on the CPU."
             )
         use_dp = _use_data_parallel(self.data_parallel, device)
+        if self.data_parallel is True and not use_dp and train:
+            warnings.warn(
+                f"data_parallel=True has no effect on device {device!r}: DataParallel spreads "
+                "batches over CUDA GPUs only. Training runs on this device alone.",
+                UserWarning, stacklevel=2)
         if use_dp and self.compile and train:
             raise ValueError(
                 f"compile=True cannot train under DataParallel (data_parallel={self.data_parallel!r}"
@@ -486,8 +492,14 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
 
             self.anatomy_scaler_ = AnatomyScaler().fit(anatomy)
             anatomy = self.anatomy_scaler_.transform(anatomy)
+        if anatomy is not None and needs_anatomy(self):  # now, not at the first batch
+            check_anatomy(anatomy, non_negative=True)
 
         module = self._build_module(seed)
+        if self.pretrained is not None:
+            warn_pretrained_grid(images, getattr(module, "input_shape", None), stacklevel=3)
+        if train:  # the grid these weights are trained on, for whoever reuses them
+            module.input_shape = tuple(images.shape)
         run_key = self._run_key(images, age, anatomy) if self.checkpoint_dir else None
         net, checkpoint = self._build_net(module, n, device, seed, run_key)
         self.device_ = device

@@ -44,12 +44,21 @@ def settings_from_env(example, *, default_output, environ=None):
     Raises
     ------
     ValueError
-        If ``ANATCL_EPOCHS`` or ``ANATCL_FOLD`` is not an integer.
+        If ``ANATCL_EPOCHS`` or ``ANATCL_FOLD`` is not an integer, or ``ANATCL_WEIGHTS`` is set
+        to anything but ``official``.
     """
     env = os.environ if environ is None else environ
     fast = env.get("ANATCL_EXAMPLES_FAST", "0") not in ("", "0")
     openbhb_dir = env.get("ANATCL_OPENBHB_DIR") or None
-    official = env.get("ANATCL_WEIGHTS", "").lower() == "official"
+    weights = env.get("ANATCL_WEIGHTS", "").strip()
+    if weights.lower() not in ("", "official"):
+        raise ValueError(
+            f"ANATCL_WEIGHTS={weights!r} is not understood by the paper-table examples: set "
+            "ANATCL_WEIGHTS=official to evaluate the released AnatCL weights (the global and local "
+            "rows), or leave it unset. (plot_pretrained_weights.py takes a weights name or a "
+            "checkpoint file instead.)"
+        )
+    official = weights.lower() == "official"
     values = {}
     for key, default in (("ANATCL_FOLD", "0"),
                          ("ANATCL_EPOCHS", "300" if openbhb_dir else "2" if fast else "8")):

@@ -100,7 +100,9 @@ def as_float_tensor(x, name, *, device=None, dtype=None):
             raise TypeError(f"{name} must be a tensor or numeric array-like; got {type(x).__name__}.") from exc
         if array.dtype.kind not in "biuf":
             raise TypeError(f"{name} must hold real numbers; got an array of dtype {array.dtype}.")
-        tensor = torch.as_tensor(array)
+        # a read-only array (np.load with mmap_mode, a broadcast view) is copied: torch would
+        # share it and warn that writes through the tensor are undefined
+        tensor = torch.as_tensor(array if array.flags.writeable else array.copy())
     if tensor.is_complex():
         raise TypeError(f"{name} must hold real numbers; got a complex tensor ({tensor.dtype}).")
     if not tensor.is_floating_point():
@@ -240,8 +242,11 @@ def check_anatomy(anatomy, n_samples=None, *, device=None, dtype=None, non_negat
         minimum = float(anatomy.min())
         if minimum < 0:
             raise ValueError(
-                "anatomy must be non-negative (AnatCL scales each measure to [0, 1] before the "
-                f"cosine kernels, so that weights stay in [0, 1]); got a minimum of {minimum:.4g}."
+                f"anatomy must be non-negative; got a minimum of {minimum:.4g}. The AnatCL weights "
+                "are cosine similarities of anatomy vectors and must stay in [0, 1]: pass the "
+                "measures as FreeSurfer gives them (thickness, volume and area are positive), or "
+                "min-max scale them (AnatomyScaler; anatomy_scaling='minmax' in AnatCLEmbedder "
+                "and train_distributed), not z-scores."
             )
     return anatomy
 

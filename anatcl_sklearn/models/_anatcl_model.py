@@ -40,6 +40,12 @@ class AnatCLModel(nn.Module):
         of encoder features.
     n_features : int
         Number of encoder features ``F`` (512 for ResNet-18/34, 2048 for 50).
+    input_shape : tuple of int or None
+        The grid ``(D, H, W)`` the weights were trained on, when known: set by
+        :func:`load_checkpoint` from a checkpoint that records it (those of
+        ``train_distributed``), by ``train_distributed`` and by
+        ``AnatCLEmbedder.fit``. ``None`` for new models and the released
+        weights (trained on OpenBHB's 121 x 145 x 121).
 
     See Also
     --------
@@ -72,6 +78,7 @@ class AnatCLModel(nn.Module):
         self.arch = arch
         self.out_dim = out_dim
         self.normalize = normalize
+        self.input_shape = None
         self.encoder = build_encoder(arch, in_channels=in_channels)
         self.n_features = self.encoder.n_features
         self.head = nn.Sequential(

@@ -120,9 +120,20 @@ def load_checkpoint(
     state_dict = _strip_wrapper_prefixes(_extract_state_dict(checkpoint, source))
     _check_compatible(model, state_dict, arch, strict, source)
     model.load_state_dict(state_dict, strict=strict)
+    model.input_shape = _recorded_input_shape(checkpoint)
     if isinstance(map_location, (str, torch.device)):
         model.to(map_location)
     return model.eval()
+
+
+def _recorded_input_shape(checkpoint):
+    """The training grid a checkpoint records in ``opts.input_shape`` (None when absent)."""
+    opts = checkpoint.get("opts") if isinstance(checkpoint, Mapping) else None
+    shape = opts.get("input_shape") if isinstance(opts, Mapping) else getattr(opts, "input_shape", None)
+    if (isinstance(shape, (list, tuple)) and len(shape) == 3
+            and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)):
+        return tuple(shape)
+    return None
 
 
 def _safe_torch_load(path, map_location):
