@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 MIN_SUBJECTS = 20
 
 

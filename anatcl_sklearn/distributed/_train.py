@@ -27,6 +27,7 @@ from torch.utils.data.distributed import DistributedSampler
 from .._images import check_images
 from .._optim import adam_kwargs
 from .._version import __version__
+from ..anatomy._training import SCALINGS, check_desikan_shape, resolve_scaling
 from ..embedder._augment import make_views
 from ..embedder._data import SubjectDataset
 from ..embedder._net import NonFiniteLossError
@@ -40,7 +41,6 @@ _ARCHS = ("resnet18", "resnet34", "resnet50")
 _PRECISIONS = ("fp32", "bf16")
 _DEVICES = ("auto", "cpu", "cuda")
 _BACKENDS = ("auto", "gloo", "nccl")
-_SCALINGS = ("auto", "minmax", "none")
 # Keys a checkpoint needs for training to resume from it (the released files lack the last).
 _RESUME_KEYS = ("model", "epoch", "optimizer", "scheduler")
 
@@ -127,29 +127,18 @@ def _check_inputs(images, age, anatomy, criterion, anatomy_scaling):
             )
         _check_length(anatomy, "anatomy", n)
         anatomy = check_anatomy(anatomy, dtype=torch.float64).numpy()
-        if anatomy.shape[1:] != (68, 3):
-            raise ValueError(
-                f"anatomy must have shape ({n}, 68, 3): one row per image, the 68 Desikan regions "
-                f"and the measures (CT, GMV, SA); got shape {anatomy.shape}."
-            )
-        if _resolve_scaling(anatomy_scaling, criterion) == "none":  # min-max scaling makes it so
+        check_desikan_shape(anatomy, n)
+        descriptor = getattr(criterion, "descriptor", None)
+        if resolve_scaling(anatomy_scaling, descriptor) == "none":  # min-max makes it so
             check_anatomy(anatomy, non_negative=True)
     else:
         anatomy = None
     return images, age, anatomy
 
 
-def _resolve_scaling(scaling, criterion):
-    """``"auto"``: min-max for the local descriptor (the paper's γ in Eq. 2), none otherwise."""
-    if scaling == "auto":
-        return "minmax" if getattr(criterion, "descriptor", None) == "local" else "none"
-    return scaling
-
-
-def _scale_anatomy(anatomy, scaling, criterion):
+def _scale_anatomy(anatomy, scaling, descriptor):
     """Min-max scale on the whole training set (identical on every rank), never per batch."""
-    scaling = _resolve_scaling(scaling, criterion)
-    if anatomy is None or scaling == "none":
+    if anatomy is None or resolve_scaling(scaling, descriptor) == "none":
         return anatomy
     from ..anatomy import AnatomyScaler
 
@@ -372,7 +361,7 @@ def train_distributed(
     _check_choice("precision", precision, _PRECISIONS)
     _check_choice("device", device, _DEVICES)
     _check_choice("backend", backend, _BACKENDS)
-    _check_choice("anatomy_scaling", anatomy_scaling, _SCALINGS)
+    _check_choice("anatomy_scaling", anatomy_scaling, SCALINGS)
     augment = parse_augment(augment)
     for name, value in (("epochs", epochs), ("num_workers", num_workers), ("seed", seed)):
         _check_number(name, value, low=0, low_inclusive=True, integer=True)
@@ -445,7 +434,7 @@ def _train(images, age, anatomy, criterion, *, world, arch, augment, epochs, bat
     local_batch = batch_size // world
     if rank == 0 and checkpoint is not None:
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    anatomy = _scale_anatomy(anatomy, anatomy_scaling, criterion)
+    anatomy = _scale_anatomy(anatomy, anatomy_scaling, descriptor)
 
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)  # the CPU's only: leave every GPU's RNG alone

@@ -23,6 +23,7 @@ from skorch.callbacks import EarlyStopping, ProgressBar
 
 from .._images import _check_images, warn_pretrained_grid
 from .._optim import adam_kwargs
+from ..anatomy._training import check_desikan_shape, resolve_scaling
 from ..losses._validation import check_anatomy
 from ._cache import VolumeCache
 from ._callbacks import KeepLastEpoch, ResumableCheckpoint, StepLR
@@ -31,7 +32,6 @@ from ._net import ContrastiveNet
 from ._parallel import AutocastDataParallel, unwrap_module
 from ._params import needs_age, needs_anatomy, parse_augment, validate_params
 
-EXPECTED_ANATOMY_SHAPE = (68, 3)
 
 
 class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -303,11 +303,7 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         if not np.issubdtype(anatomy.dtype, np.number) or np.iscomplexobj(anatomy):
             raise TypeError(f"anatomy must be a real numeric array; got dtype {anatomy.dtype}.")
         anatomy = anatomy.astype(np.float64)
-        if anatomy.shape != (n, *EXPECTED_ANATOMY_SHAPE):
-            raise ValueError(
-                f"anatomy must have shape ({n}, 68, 3): one row per image, the 68 Desikan regions "
-                f"and the measures (CT, GMV, SA); got shape {anatomy.shape}."
-            )
+        check_desikan_shape(anatomy, n)
         if not np.all(np.isfinite(anatomy)):
             subj = np.flatnonzero(~np.isfinite(anatomy).all(axis=(1, 2)))[:5].tolist()
             raise ValueError(f"anatomy has non-finite values (NaN or inf) for subjects {subj}.")
@@ -483,9 +479,7 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             age = anatomy = None
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
 
-        scaling = self.anatomy_scaling
-        if scaling == "auto":
-            scaling = "minmax" if self.descriptor == "local" else "none"
+        scaling = resolve_scaling(self.anatomy_scaling, self.descriptor)
         self.anatomy_scaler_ = None
         if anatomy is not None and scaling == "minmax":
             from ..anatomy import AnatomyScaler

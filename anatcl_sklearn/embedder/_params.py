@@ -7,12 +7,13 @@ the parameter, what was received and what is expected.
 
 import numbers
 
+from ..anatomy._training import SCALINGS
+
 METHODS = ("anatcl", "yaware", "expw", "simclr", "l1")
 DESCRIPTORS = ("global", "local")
 KERNELS = ("rbf", "gaussian", "cauchy")
 OUTPUTS = ("encoder", "projection")
 PRECISIONS = ("fp32", "bf16")
-ANATOMY_SCALINGS = ("auto", "minmax", "none")
 AUGMENTATIONS = ("flip", "crop", "cutout", "blur", "noise")
 CACHES = ("none", "memory", "device")
 CACHE_DTYPES = ("float16", "uint8")
@@ -77,7 +78,7 @@ def validate_params(est):
     _check_choice("kernel", est.kernel, KERNELS)
     _check_choice("output", est.output, OUTPUTS)
     _check_choice("precision", est.precision, PRECISIONS)
-    _check_choice("anatomy_scaling", est.anatomy_scaling, ANATOMY_SCALINGS)
+    _check_choice("anatomy_scaling", est.anatomy_scaling, SCALINGS)
     _check_choice("cache", est.cache, CACHES)
     _check_choice("cache_dtype", est.cache_dtype, CACHE_DTYPES)
     for flag in ("channels_last", "compile", "finetune", "use_y_as_age"):
