@@ -30,7 +30,7 @@ def _quiet_grid_warning():
     """Small test grids differ from 121x145x121 on purpose; tests that check it opt in."""
     import warnings
 
-    from anatcl_sklearn._images import GridWarning
+    from anatcl_sklearn import GridWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", GridWarning)

@@ -113,6 +113,22 @@ def test_read_aparc_stats_missing_column(tmp_path):
         read_aparc_stats(tmp_path)
 
 
+@pytest.mark.parametrize("bad", ["nan", "NaN", "inf", "-inf", "oops"])
+def test_read_aparc_stats_refuses_non_finite_cells_like_the_table_reader(tmp_path, bad):
+    # Before: 'nan' and 'inf' parsed as floats and came back silently in the (68, 3) array.
+    for hemi in ("lh", "rh"):
+        lines = (AOMIC_SUBJECT / "stats" / f"{hemi}.aparc.stats").read_text().splitlines()
+        if hemi == "rh":
+            i = next(k for k, line in enumerate(lines) if line.startswith("precuneus "))
+            fields = lines[i].split()
+            fields[4] = bad  # ThickAvg (StructName NumVert SurfArea GrayVol ThickAvg ...)
+            lines[i] = " ".join(fields)
+        (tmp_path / f"{hemi}.aparc.stats").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=rf"rh\.aparc\.stats: region 'precuneus', column "
+                                         rf"'ThickAvg' holds '{bad}', which is not a finite number"):
+        read_aparc_stats(tmp_path)
+
+
 def test_read_aparc_stats_without_colheaders(tmp_path):
     for hemi in ("lh", "rh"):
         lines = (AOMIC_SUBJECT / "stats" / f"{hemi}.aparc.stats").read_text().splitlines()

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
-from anatcl_sklearn._images import (
-    ANATCL_GRID_SHAPE,
+from anatcl_sklearn.images import (
+    OPENBHB_SHAPE,
     GridWarning,
     ImageCollection,
     check_images,
@@ -265,7 +265,7 @@ def _bad_value_inputs(tmp_path):
         (tmp_path / "ok.nii.gz", TypeError, r"single path.*list of paths"),
         (nib.Nifti1Image(vol, AFFINE), TypeError, r"single 3-D image.*list"),
         (nib.Nifti1Image(np.zeros((*SHAPE, 5), np.float32), AFFINE), TypeError,
-         r"single 4-D image of shape \(24, 28, 24, 5\).*list of 3-D images"),
+         r"4-D image of 24x28x24 voxels with 5 volumes.*split_4d"),
         (vol, ValueError, r"3-D array of shape \(24, 28, 24\), a single volume.*newaxis"),
         ([], ValueError, r"X is empty \(0 images\)"),
         (np.zeros((0, *SHAPE), np.float32), ValueError, r"empty \(0 images"),
@@ -357,8 +357,8 @@ def test_bad_files_name_the_path(volumes, tmp_path):
 
 def test_non_3d_volumes_are_refused_naming_source_and_shape(volumes, tmp_path):
     four_d = _nifti(tmp_path / "series.nii.gz", np.stack([volumes[0], volumes[1]], axis=-1))
-    with pytest.raises(ValueError, match=r"'.*series\.nii\.gz' holds an array of shape "
-                                         r"\(24, 28, 24, 2\); expected one 3-D volume"):
+    with pytest.raises(ValueError, match=r"X\[0\] '.*series\.nii\.gz' is a 4-D image of 24x28x24 "
+                                         r"voxels with 2 volumes.*split_4d\('.*series\.nii\.gz'\)"):
         check([four_d])
     flat = _nifti(tmp_path / "slice.nii", volumes[0][:, :, 0])
     with pytest.raises(ValueError, match=r"slice\.nii' holds an array of shape \(24, 28\)"):
@@ -380,8 +380,9 @@ def test_shape_and_voxel_size_mismatches_name_the_first_offender(volumes, tmp_pa
                                          r"\(24, 28, 24\)"):
         check([a, b, small, other])
     coarse = _nifti(tmp_path / "coarse.nii.gz", volumes[2], np.diag([2.0, 2.0, 2.0, 1.0]))
-    with pytest.raises(ValueError, match=r"one voxel size: X\[2\] '.*coarse\.nii\.gz' has 2x2x2 "
-                                         r"mm voxels, but '.*a\.nii\.gz' has 1\.5x1\.5x1\.5 mm"):
+    with pytest.raises(ValueError, match=r"differ in voxel size: X\[2\] '.*coarse\.nii\.gz' is RAS "
+                                         r"with 2x2x2 mm voxels, but X\[0\] '.*a\.nii\.gz' is RAS with "
+                                         r"1\.5x1\.5x1\.5 mm"):
         check([a, b, coarse])
 
 
@@ -395,8 +396,8 @@ def test_headers_only_truncated_gzip_fails_at_load_naming_the_path(volumes, tmp_
     images = check(paths)  # passes: no voxel is read by check_images
     assert len(images) == 200 and images.shape == SHAPE
     for i in (0, 117, 199):
-        with pytest.raises(ValueError, match=rf"could not read the voxels of '.*t{i:03d}\.nii\.gz'"
-                                             r": EOFError") as err:
+        with pytest.raises(ValueError, match=rf"'.*t{i:03d}\.nii\.gz' is damaged: its gzip data "
+                                             r"fails the integrity check \(EOFError") as err:
             images.load(i)
         assert err.value.__cause__ is not None
     with pytest.raises(ValueError, match=r"t000\.nii\.gz"):
@@ -457,7 +458,7 @@ def test_grid_warning_fires_once_for_other_grids(volumes, tmp_path):
         check_images(paths)
     grid = [w for w in record if issubclass(w.category, GridWarning)]
     assert len(grid) == 1
-    assert "24x28x24 voxels of 1.5x1.5x1.5 mm" in str(grid[0].message)
+    assert "24x28x24 voxels (RAS, 1.5x1.5x1.5 mm voxels" in str(grid[0].message)
     assert "121x145x121" in str(grid[0].message)
     assert grid[0].filename == __file__  # points at the caller, not at the library
 
@@ -470,7 +471,7 @@ def test_grid_warning_fires_once_for_other_grids(volumes, tmp_path):
 
 
 def test_grid_warning_is_silent_on_the_anatcl_grid_and_fires_for_other_voxel_sizes(tmp_path):
-    zeros = np.zeros(ANATCL_GRID_SHAPE, dtype=np.uint8)  # compresses to a few kB
+    zeros = np.zeros(OPENBHB_SHAPE, dtype=np.uint8)  # compresses to a few kB
     right = _nifti(tmp_path / "openbhb.nii.gz", zeros,
                    np.array([[-1.5, 0, 0, 90], [0, 1.5, 0, -126], [0, 0, 1.5, -72], [0, 0, 0, 1]]))
     wrong_mm = _nifti(tmp_path / "two_mm.nii.gz", zeros, np.diag([2.0, 2.0, 2.0, 1.0]))
@@ -479,8 +480,8 @@ def test_grid_warning_is_silent_on_the_anatcl_grid_and_fires_for_other_voxel_siz
         images = check_images([right, right])
         check_images(zeros[None])
         check_images([str(_npy(tmp_path / "grid.npy", zeros))])
-    assert images.shape == ANATCL_GRID_SHAPE and images.zooms == (1.5, 1.5, 1.5)
-    with pytest.warns(GridWarning, match=r"121x145x121 voxels of 2x2x2 mm"):
+    assert images.shape == OPENBHB_SHAPE and images.zooms == (1.5, 1.5, 1.5)
+    with pytest.warns(GridWarning, match=r"121x145x121 voxels \(RAS, 2x2x2 mm voxels"):
         check_images([wrong_mm])
 
 

@@ -116,7 +116,8 @@ def read_aparc_stats(stats_dir):
         If the folder or either hemisphere's file is missing.
     ValueError
         If a file lacks a Desikan region, one of the three columns, or a parseable
-        ``# ColHeaders`` line; the message names the file.
+        ``# ColHeaders`` line, or a cell is not a finite number (NaN and inf included, as
+        :func:`read_aparcstats2table` refuses them); the message names the file.
 
     Notes
     -----
@@ -156,10 +157,12 @@ def read_aparc_stats(stats_dir):
                 try:
                     value = float(text)
                 except ValueError:
+                    value = None
+                if value is None or not np.isfinite(value):  # 'nan', 'inf' parse as floats
                     raise ValueError(
                         f"{path}: region '{region}', column '{column}' holds '{text}', "
-                        "which is not a number."
-                    ) from None
+                        "which is not a finite number."
+                    )
                 anatomy[h * len(DESIKAN_HEMISPHERE_REGIONS) + r, m] = value
     return anatomy
 

@@ -28,6 +28,7 @@ from ..anatomy._regions import (
     DESIKAN_REGIONS,
     N_REGIONS,
 )
+from ..images._grid import OPENBHB_AFFINE, OPENBHB_SHAPE
 
 __all__ = ["make_synthetic_brains"]
 
@@ -369,9 +370,11 @@ _PHENOTYPE_COLUMNS = {
 # Template geometry, world coordinates in mm (OpenBHB / MNI-like orientation)
 # --------------------------------------------------------------------------------------
 
-_DEFAULT_SHAPE = (121, 145, 121)
+_DEFAULT_SHAPE = OPENBHB_SHAPE
 _MIN_DIM = 16
-_FIELD_OF_VIEW_EDGE = np.array([90.75, -126.75, -72.75])  # outer voxel edges of the grid
+_OPENBHB_ZOOMS = np.diag(OPENBHB_AFFINE)[:3]  # signed: (-1.5, 1.5, 1.5)
+# outer voxel edges of the OpenBHB grid, (90.75, -126.75, -72.75): first centre minus half a voxel
+_FIELD_OF_VIEW_EDGE = OPENBHB_AFFINE[:3, 3] - _OPENBHB_ZOOMS / 2
 _BRAIN_CENTRE = np.array([0.0, -17.0, 14.0])
 _BRAIN_AXES = np.array([68.0, 86.0, 60.0])  # semi-axes of the cerebral ellipsoid at scale 1
 _MIDLINE_HALF_GAP = 1.0
@@ -402,9 +405,9 @@ _VENTRICLE = ((9.0, -8.0, 19.0), (4.0, 24.0, 7.0))
 
 def _affine_for(shape):
     """OpenBHB's 1.5 mm affine, with voxels resized so ``shape`` spans the same field of view."""
-    zooms = 1.5 * np.array(_DEFAULT_SHAPE, float) / np.array(shape, float)
-    affine = np.diag([-zooms[0], zooms[1], zooms[2], 1.0])
-    affine[:3, 3] = _FIELD_OF_VIEW_EDGE + np.array([-1.0, 1.0, 1.0]) * zooms / 2
+    zooms = _OPENBHB_ZOOMS * np.array(_DEFAULT_SHAPE, float) / np.array(shape, float)
+    affine = np.diag([*zooms, 1.0])
+    affine[:3, 3] = _FIELD_OF_VIEW_EDGE + zooms / 2
     return affine
 
 
@@ -1047,7 +1050,7 @@ def _check_age_range(age_range):
 def make_synthetic_brains(
     n_subjects=100,
     *,
-    shape=(121, 145, 121),
+    shape=OPENBHB_SHAPE,
     cohort="openbhb",
     n_sites=4,
     age_range=None,

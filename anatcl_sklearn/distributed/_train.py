@@ -24,7 +24,7 @@ from sklearn.utils import Bunch
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from .._images import check_images
+from ..images import check_images
 from .._optim import adam_kwargs
 from .._version import __version__
 from ..anatomy._training import SCALINGS, check_desikan_shape, resolve_scaling
@@ -496,7 +496,9 @@ def _train(images, age, anatomy, criterion, *, world, arch, augment, epochs, bat
         batch_size_per_rank=local_batch, lr=lr, lr_step=lr_step, lr_gamma=lr_gamma,
         weight_decay=weight_decay, anatomy_scaling=anatomy_scaling, sync_bn=sync_bn,
         precision=precision, world_size=world, seed=seed, n_subjects=n_subjects,
-        input_shape=list(images.shape), data=data_description,
+        input_shape=list(images.shape),
+        input_affine=None if images.affine is None else images.affine.tolist(),
+        data=data_description,
         anatcl_sklearn_version=__version__, torch_version=torch.__version__,
     )
     cudnn = torch.backends.cudnn.version() if torch_device.type == "cuda" else None
@@ -566,6 +568,7 @@ def _train(images, age, anatomy, criterion, *, world, arch, augment, epochs, bat
     if world > 1:
         dist.barrier()  # the checkpoint exists for every rank once this returns
     model.input_shape = tuple(images.shape)  # as the checkpoint's opts.input_shape
+    model.input_affine = images.affine
     return Bunch(model=model.eval(), history=history, epoch=max(start_epoch, epochs),
                  checkpoint=checkpoint, run_id=run_id, world_size=world)
 

@@ -16,14 +16,25 @@ import warnings
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+)
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from skorch.callbacks import EarlyStopping, ProgressBar
 
-from .._images import _check_images, warn_pretrained_grid
 from .._optim import adam_kwargs
 from ..anatomy._training import check_desikan_shape, resolve_scaling
+from ..images._checking import _check_images, resolve_target
+from ..images._grid import (
+    OPENBHB_AFFINE,
+    OPENBHB_SHAPE,
+    affine_mismatch,
+    describe_affine,
+    warn_pretrained_grid,
+)
 from ..losses._validation import check_anatomy
 from ._cache import VolumeCache
 from ._callbacks import KeepLastEpoch, ResumableCheckpoint, StepLR
@@ -31,7 +42,6 @@ from ._data import SubjectDataset
 from ._net import ContrastiveNet
 from ._parallel import AutocastDataParallel, unwrap_module
 from ._params import needs_age, needs_anatomy, parse_augment, validate_params
-
 
 
 class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -110,6 +120,16 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         Which of the five official folds to load when ``pretrained`` is an official name.
     finetune : bool, default=False
         With ``pretrained``, continue training from the loaded weights.
+    conform : bool, default=False
+        Resample each image, as it is read (batch by batch, so memory stays flat), to the grid
+        of the pretrained weights (OpenBHB's 121 x 145 x 121 at 1.5 mm for the released ones
+        and when training from scratch), through its affine: exactly (zero padding, cropping,
+        axis flips) when the voxel centres line up, as for CAT12 >= 12.8's 113 x 137 x 113
+        maps, by trilinear interpolation otherwise. Images may then differ in shape,
+        orientation and voxel size; each needs an affine (NIfTI files, nibabel images), and
+        arrays or ``.npy`` files are accepted only on the target's shape. See
+        :func:`~anatcl_sklearn.conform_image`. With ``False``, all images must already share
+        one grid, and mixed orientations are refused.
     output : {"encoder", "projection"}, default="encoder"
         ``transform`` returns the encoder features (512-d for ResNet-18, the paper's probe
         input) or the L2-normalised projection head output (128-d).
@@ -150,7 +170,11 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     history_ : skorch.history.History
         Per-epoch training log (loss, learning rate, duration).
     input_shape_ : tuple of int
-        The (D, H, W) grid seen in ``fit``; ``transform`` requires the same.
+        The (D, H, W) grid seen in ``fit`` (the target grid with ``conform=True``);
+        ``transform`` requires the same.
+    input_affine_ : ndarray of shape (4, 4) or None
+        The voxel-to-world affine of that grid, when the images carried one; ``transform``
+        refuses images of another orientation, voxel size or origin (unless ``conform=True``).
     anatomy_scaler_ : AnatomyScaler or None
         The fitted min-max scaler of anatomy, when scaling is used.
     device_ : str
@@ -193,6 +217,7 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         pretrained=None,
         fold=0,
         finetune=False,
+        conform=False,
         output="encoder",
         anatomy_scaling="auto",
         use_y_as_age=False,
@@ -229,6 +254,7 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self.pretrained = pretrained
         self.fold = fold
         self.finetune = finetune
+        self.conform = conform
         self.output = output
         self.anatomy_scaling = anatomy_scaling
         self.use_y_as_age = use_y_as_age
@@ -241,7 +267,7 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self.verbose = verbose
 
     # ------------------------------------------------------------------ validation
-    def _check_X(self, X, check_finite="auto", stacklevel=3):
+    def _check_X(self, X, check_finite="auto", stacklevel=3, target=None):
         import scipy.sparse
 
         if scipy.sparse.issparse(X):
@@ -252,7 +278,8 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             # The grid matters for pretrained weights only; fit compares it with theirs.
-            images = _check_images(X, "X", check_finite, warn_grid=False, nonfinite_advice="")
+            images = _check_images(X, "X", check_finite, warn_grid=False, nonfinite_advice="",
+                                   target=target)
         for w in caught:  # re-issue at the user's line (fit, or transform behind set_output)
             warnings.warn(w.message, w.category, stacklevel=stacklevel)
         return images
@@ -322,7 +349,7 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         from ..models import AnatCLModel, resolve_pretrained
 
         if self.pretrained is not None:
-            model = resolve_pretrained(self.pretrained, fold=self.fold, arch=self.arch)
+            model = resolve_pretrained(self.pretrained, fold=int(self.fold), arch=self.arch)
             # a model object passed by the user is theirs: never train or move it in place
             return copy.deepcopy(model) if model is self.pretrained else model
         with torch.random.fork_rng(devices=[]):
@@ -336,17 +363,18 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
 
         if self.method == "anatcl":
             return losses.AnatCLLoss, dict(
-                descriptor=self.descriptor, sigma=self.sigma, lambda_age=self.lambda_age,
-                lambda_anat=self.lambda_anat, temperature=self.temperature, kernel=self.kernel,
+                descriptor=self.descriptor, sigma=float(self.sigma),
+                lambda_age=float(self.lambda_age), lambda_anat=float(self.lambda_anat),
+                temperature=float(self.temperature), kernel=self.kernel,
             ), ("age", "anatomy")  # either may be absent (None) when its lambda is 0
         if self.method == "yaware":
-            return losses.YAwareLoss, dict(sigma=self.sigma, temperature=self.temperature,
+            return losses.YAwareLoss, dict(sigma=float(self.sigma), temperature=float(self.temperature),
                                            kernel=self.kernel), ("age",)
         if self.method == "expw":
-            return losses.ExpWLoss, dict(sigma=self.sigma, temperature=self.temperature,
+            return losses.ExpWLoss, dict(sigma=float(self.sigma), temperature=float(self.temperature),
                                          kernel=self.kernel), ("age",)
         if self.method == "simclr":
-            return losses.SimCLRLoss, dict(temperature=self.temperature), ()
+            return losses.SimCLRLoss, dict(temperature=float(self.temperature)), ()
         return losses.L1AgeLoss, {}, ("age",)
 
     def _run_key(self, images, age, anatomy):
@@ -374,7 +402,7 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         aug_gen = torch.Generator(device=aug_device).manual_seed(seed + 2)
 
         callbacks = [("keep_last_epoch", KeepLastEpoch()),
-                     ("step_lr", StepLR(self.lr, self.lr_step, self.lr_gamma))]
+                     ("step_lr", StepLR(float(self.lr), int(self.lr_step), float(self.lr_gamma)))]
         checkpoint = None
         if self.checkpoint_dir is not None:
             path = os.path.join(os.fspath(self.checkpoint_dir), f"anatcl-run-{run_key}.pt")
@@ -382,7 +410,7 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             callbacks.append(("checkpoint", checkpoint))
         if self.early_stopping is not None:
             callbacks.append(("early_stopping", EarlyStopping(
-                monitor="train_loss", patience=self.early_stopping, lower_is_better=True)))
+                monitor="train_loss", patience=int(self.early_stopping), lower_is_better=True)))
         if self.verbose >= 2 or (self.verbose >= 1 and _stderr_is_tty()):
             callbacks.append(("progress_bar", ProgressBar()))
         for i, cb in enumerate(self.callbacks or []):
@@ -392,21 +420,21 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             module=module,
             criterion=criterion,
             optimizer=torch.optim.Adam,
-            lr=self.lr,
-            optimizer__weight_decay=self.weight_decay,
+            lr=float(self.lr),
+            optimizer__weight_decay=float(self.weight_decay),
             **{f"optimizer__{k}": v for k, v in adam_kwargs(device).items()},
-            max_epochs=self.max_epochs,
-            batch_size=self.batch_size,
+            max_epochs=int(self.max_epochs),
+            batch_size=int(self.batch_size),
             train_split=None,
             iterator_train__shuffle=True,
             iterator_train__generator=shuffle_gen,
             # A last batch of one subject gives a degenerate contrastive batch: drop it.
             iterator_train__drop_last=(n_train % self.batch_size == 1),
-            iterator_train__num_workers=self.num_workers,
-            iterator_valid__num_workers=self.num_workers,
+            iterator_train__num_workers=int(self.num_workers),
+            iterator_valid__num_workers=int(self.num_workers),
             device=device,
             callbacks=callbacks,
-            verbose=self.verbose,
+            verbose=int(self.verbose),
             loss_inputs=loss_inputs,
             n_views=None if self.method == "l1" else 2,
             augment=augment,
@@ -467,11 +495,17 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
                 "one GPU, or compile=False to use every GPU."
             )
         # Training reads every volume many times, so one up-front pass that finds NaN/inf voxels
-        # (and names the file) before any training costs little; inference checks lazily.
-        images = self._check_X(X, check_finite=True if train else "auto")
+        # and damaged files (and names them) before any training costs little; inference
+        # checks lazily. With conform=True the target is OpenBHB's grid unless the weights
+        # record another one (checked again below, once they are loaded).
+        check_finite = True if train else "auto"
+        target = resolve_target(self.conform)
+        images = self._check_X(X, check_finite=check_finite, target=target)
         n = len(images)
-        if n < 2:
-            raise ValueError(f"fit needs at least 2 images to contrast; got {n}.")
+        if n < 2 and train:
+            raise ValueError(
+                f"fit needs at least 2 images to contrast when it trains; got {n}. (A frozen "
+                "pretrained encoder, pretrained=... with finetune=False, embeds any number.)")
         if train:
             age = self._resolve_age(y, age, n)
             anatomy = self._resolve_anatomy(anatomy, n)
@@ -490,14 +524,29 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             check_anatomy(anatomy, non_negative=True)
 
         module = self._build_module(seed)
+        trained_grid = _recorded_grid(module) if self.pretrained is not None else None
+        if target is not None and trained_grid is not None and (
+                trained_grid[0] != tuple(target[0])
+                or affine_mismatch(trained_grid[1], target[1]) is not None):
+            if trained_grid[1] is None:
+                raise ValueError(
+                    f"conform=True, but these pretrained weights record a training grid of "
+                    f"{'x'.join(map(str, trained_grid[0]))} voxels without its affine, so "
+                    "there is no grid to conform to; conform the images yourself "
+                    "(anatcl_sklearn.conform_image with that grid's affine) and pass "
+                    "conform=False.")
+            target = trained_grid
+            images = self._check_X(X, check_finite=check_finite, target=target)
         if self.pretrained is not None:
-            warn_pretrained_grid(images, getattr(module, "input_shape", None), stacklevel=3)
+            warn_pretrained_grid(images, *(trained_grid or (None, None)), stacklevel=3)
         if train:  # the grid these weights are trained on, for whoever reuses them
             module.input_shape = tuple(images.shape)
+            module.input_affine = None if images.affine is None else images.affine.copy()
         run_key = self._run_key(images, age, anatomy) if self.checkpoint_dir else None
         net, checkpoint = self._build_net(module, n, device, seed, run_key)
         self.device_ = device
         self.input_shape_ = tuple(images.shape)
+        self.input_affine_ = None if images.affine is None else images.affine.copy()
         self.n_features_out_ = self._n_out(module)
 
         if self.channels_last:
@@ -515,7 +564,7 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
                 net.initialize_optimizer()
             self.net_ = net
             done = checkpoint.restore(net) if checkpoint is not None and os.path.exists(checkpoint.path) else 0
-            remaining = self.max_epochs - done if train else 0
+            remaining = int(self.max_epochs) - done if train else 0
             try:
                 if remaining > 0:
                     cached = self.cache != "none"
@@ -573,18 +622,38 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             Encoder features (``output="encoder"``) or projections (``output="projection"``).
         """
         check_is_fitted(self, "net_")
-        images = self._check_X(X, stacklevel=4)
+        fitted_affine = _affine_or_openbhb(self.input_shape_, getattr(self, "input_affine_", None))
+        target = None
+        if self.conform:
+            if fitted_affine is None:
+                raise ValueError(
+                    "conform=True, but this embedder was fitted on images without an affine "
+                    f"(arrays or .npy files on a {'x'.join(map(str, self.input_shape_))} grid), "
+                    "so there is no grid to conform to; set conform=False and pass images on "
+                    "that grid.")
+            target = (self.input_shape_, fitted_affine)
+        images = self._check_X(X, stacklevel=4, target=target)
         if tuple(images.shape) != self.input_shape_:
             raise ValueError(
                 f"X has images of shape {tuple(images.shape)}, but this embedder was fitted on "
-                f"{self.input_shape_}; resample the images to the fitted grid."
+                f"{self.input_shape_}; resample the images to the fitted grid (conform=True "
+                "does it for images with an affine)."
             )
+        if fitted_affine is not None and images.affine is not None:
+            why = affine_mismatch(fitted_affine, images.affine)
+            if why is not None:
+                raise ValueError(
+                    f"X's images differ in {why} from those this embedder was fitted on: "
+                    f"{images.sources[0]} is on ({describe_affine(images.affine)}), the fitted "
+                    f"grid is ({describe_affine(fitted_affine)}). The same voxel would be "
+                    "different anatomy; pass conform=True to resample the images to the "
+                    "fitted grid.")
         module = unwrap_module(self.net_.module_)
         device = next(module.parameters()).device
         module.eval()
         loader = torch.utils.data.DataLoader(
-            SubjectDataset(images), batch_size=self.batch_size, shuffle=False,
-            num_workers=self.num_workers, pin_memory=device.type == "cuda",
+            SubjectDataset(images), batch_size=int(self.batch_size), shuffle=False,
+            num_workers=int(self.num_workers), pin_memory=device.type == "cuda",
         )
         autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16)
                     if self.precision == "bf16" else contextlib.nullcontext())
@@ -609,6 +678,23 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         tags.non_deterministic = self.random_state is None
         tags.requires_fit = True
         return tags
+
+
+def _recorded_grid(module):
+    """(shape, affine or None) of the grid pretrained weights record, or None when they
+    record none (the released weights: OpenBHB's grid)."""
+    shape = getattr(module, "input_shape", None)
+    if shape is None:
+        return None
+    return tuple(shape), _affine_or_openbhb(shape, getattr(module, "input_affine", None))
+
+
+def _affine_or_openbhb(shape, affine):
+    """The affine of a grid: the one recorded, else OpenBHB's for OpenBHB's shape (arrays and
+    .npy files of that shape, OpenBHB's own format, are taken to be on its grid), else None."""
+    if affine is not None:
+        return np.asarray(affine, dtype=np.float64)
+    return np.array(OPENBHB_AFFINE) if tuple(shape) == OPENBHB_SHAPE else None
 
 
 def _use_data_parallel(setting, device):

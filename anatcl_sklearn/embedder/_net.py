@@ -14,7 +14,6 @@ from skorch.utils import to_tensor
 
 from ._augment import make_views
 
-
 # Stands for "the same object as module_" in a pickled net (see ContrastiveNet.__getstate__).
 _MODULE_IS_MODULE_ = "<anatcl_sklearn: same as module_>"
 

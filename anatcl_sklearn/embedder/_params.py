@@ -7,6 +7,8 @@ the parameter, what was received and what is expected.
 
 import numbers
 
+import numpy as np
+
 from ..anatomy._training import SCALINGS
 
 METHODS = ("anatcl", "yaware", "expw", "simclr", "l1")
@@ -81,8 +83,8 @@ def validate_params(est):
     _check_choice("anatomy_scaling", est.anatomy_scaling, SCALINGS)
     _check_choice("cache", est.cache, CACHES)
     _check_choice("cache_dtype", est.cache_dtype, CACHE_DTYPES)
-    for flag in ("channels_last", "compile", "finetune", "use_y_as_age"):
-        if not isinstance(getattr(est, flag), bool):
+    for flag in ("channels_last", "compile", "finetune", "use_y_as_age", "conform"):
+        if not isinstance(getattr(est, flag), (bool, np.bool_)):
             raise TypeError(f"{flag} must be True or False; got {getattr(est, flag)!r}.")
     from ..models import ARCHITECTURES
 

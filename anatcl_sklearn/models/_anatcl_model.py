@@ -46,6 +46,10 @@ class AnatCLModel(nn.Module):
         ``train_distributed``), by ``train_distributed`` and by
         ``AnatCLEmbedder.fit``. ``None`` for new models and the released
         weights (trained on OpenBHB's 121 x 145 x 121).
+    input_affine : ndarray of shape (4, 4) or None
+        The voxel-to-world affine of that grid, when known (images with an affine:
+        NIfTI files, nibabel images). ``None`` with ``input_shape`` None means
+        OpenBHB's grid (:data:`anatcl_sklearn.OPENBHB_AFFINE`).
 
     See Also
     --------
@@ -79,6 +83,7 @@ class AnatCLModel(nn.Module):
         self.out_dim = out_dim
         self.normalize = normalize
         self.input_shape = None
+        self.input_affine = None
         self.encoder = build_encoder(arch, in_channels=in_channels)
         self.n_features = self.encoder.n_features
         self.head = nn.Sequential(

@@ -9,6 +9,7 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ._anatcl_model import AnatCLModel
@@ -121,6 +122,7 @@ def load_checkpoint(
     _check_compatible(model, state_dict, arch, strict, source)
     model.load_state_dict(state_dict, strict=strict)
     model.input_shape = _recorded_input_shape(checkpoint)
+    model.input_affine = _recorded_input_affine(checkpoint) if model.input_shape else None
     if isinstance(map_location, (str, torch.device)):
         model.to(map_location)
     return model.eval()
@@ -134,6 +136,21 @@ def _recorded_input_shape(checkpoint):
             and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)):
         return tuple(shape)
     return None
+
+
+def _recorded_input_affine(checkpoint):
+    """The training grid's affine a checkpoint records in ``opts.input_affine`` (or None)."""
+    opts = checkpoint.get("opts") if isinstance(checkpoint, Mapping) else None
+    affine = opts.get("input_affine") if isinstance(opts, Mapping) else getattr(opts, "input_affine", None)
+    if affine is None:
+        return None
+    try:
+        affine = np.asarray(affine, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if affine.shape != (4, 4) or not np.isfinite(affine).all():
+        return None
+    return affine
 
 
 def _safe_torch_load(path, map_location):

@@ -1,0 +1,170 @@
+"""File formats: NIfTI (``.nii``, ``.nii.gz``, NIfTI-1 and -2) and ``.npy``, read checked.
+
+Headers are parsed without reading voxels (:func:`npy_header`, :func:`nifti_header`), and a
+short uncompressed file is caught from its size. :func:`load_nifti` reads a ``.nii.gz``
+whole and checks it against its gzip checksum: nibabel alone stops reading at the end of
+the voxel data, before the gzip trailer, so a file damaged mid-stream would decode to
+garbage without an error.
+"""
+
+import gzip
+import math
+import os
+import zlib
+
+import nibabel as nib
+import numpy as np
+from nibabel.arrayproxy import ArrayProxy
+
+__all__ = ["ImageReadError", "check_dtype", "gz_file_of", "load_nifti", "nifti_header", "npy_header",
+           "verify_gzip"]
+
+# Chunk size of the streaming gzip check of split_4d.
+_GZIP_CHUNK = 1 << 24
+_GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
+
+
+class ImageReadError(ValueError):
+    """A file that cannot be read; the message names it (a ValueError, as users catch)."""
+
+
+def _damaged(name, path, exc):
+    return ImageReadError(
+        f"{name}: '{path}' is damaged: its gzip data fails the integrity check "
+        f"({type(exc).__name__}: {exc}). The file was cut short or corrupted (an interrupted "
+        "copy or download?); copy or export it again."
+    )
+
+
+def load_nifti(path, name="X"):
+    """A nibabel image of a NIfTI file, fully read; a ``.nii.gz`` is checked against its CRC.
+
+    Errors name the file: ValueError for a damaged or unreadable file, FileNotFoundError
+    when it is missing.
+    """
+    if not path.lower().endswith(".gz"):
+        try:
+            img = nib.load(path, mmap=False)
+        except (FileNotFoundError, PermissionError, MemoryError):
+            raise
+        except Exception as exc:
+            raise ImageReadError(f"{name}: could not read '{path}' as NIfTI: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+        return img
+    with open(path, "rb") as fh:
+        compressed = fh.read()
+    try:
+        raw = gzip.decompress(compressed)  # every member to its end: CRC and length checked
+    except _GZIP_ERRORS as exc:
+        raise _damaged(name, path, exc) from exc
+    del compressed
+    sizeof_hdr = int.from_bytes(raw[:4], "little")
+    if sizeof_hdr not in (348, 540):
+        sizeof_hdr = int.from_bytes(raw[:4], "big")
+    klass = nib.Nifti2Image if sizeof_hdr == 540 else nib.Nifti1Image
+    try:
+        return klass.from_bytes(raw)
+    except Exception as exc:
+        raise ImageReadError(f"{name}: could not read '{path}' as NIfTI: "
+                             f"{type(exc).__name__}: {exc}") from exc
+
+
+def verify_gzip(path, name="X"):
+    """Read a gzip file to its end in chunks (constant memory), so its CRC is checked."""
+    try:
+        with gzip.open(path, "rb") as fh:
+            while fh.read(_GZIP_CHUNK):
+                pass
+    except _GZIP_ERRORS as exc:
+        raise _damaged(name, path, exc) from exc
+
+
+def gz_file_of(dataobj):
+    """The .nii.gz path behind a nibabel proxy that reads a whole file, else None."""
+    if isinstance(dataobj, ArrayProxy) and isinstance(dataobj.file_like, str) \
+            and dataobj.file_like.lower().endswith(".gz"):
+        return dataobj.file_like
+    return None
+
+
+def npy_header(path, i, name):
+    fmt = np.lib.format
+    try:
+        with open(path, "rb") as fh:
+            version = fmt.read_magic(fh)
+            if version == (1, 0):
+                shape, _, dtype = fmt.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, _, dtype = fmt.read_array_header_2_0(fh)
+            else:  # numpy writes 3.0 only for non-latin-1 field names: never an image
+                raise ValueError(f"unsupported .npy format version {version}")
+            data_offset = fh.tell()
+            file_size = os.fstat(fh.fileno()).st_size
+    except OSError:  # permissions, I/O: already name the file and are not a format problem
+        raise
+    except Exception as exc:
+        raise ValueError(
+            f"{name}[{i}] could not read '{path}' as a .npy file: {type(exc).__name__}: {exc}"
+        ) from exc
+    check_dtype(dtype, f"{name}[{i}] '{path}'")
+    expected = data_offset + math.prod(shape) * dtype.itemsize
+    if file_size < expected:
+        raise ValueError(
+            f"{name}[{i}] '{path}' is truncated: its header announces an array of shape {shape} "
+            f"({expected} bytes with the header) but the file has {file_size} bytes."
+        )
+    return tuple(shape)
+
+
+def nifti_header(path, i, name):
+    try:
+        img = nib.load(path)  # parses the header; voxels stay on disk
+    except (FileNotFoundError, PermissionError, MemoryError):
+        raise
+    except Exception as exc:
+        raise ValueError(
+            f"{name}[{i}] could not read '{path}' as NIfTI: {type(exc).__name__}: {exc}"
+        ) from exc
+    dtype = np.dtype(img.get_data_dtype())
+    check_dtype(dtype, f"{name}[{i}] '{path}'")
+    shape = tuple(int(s) for s in img.shape)
+    if not path.lower().endswith(".gz"):
+        # Uncompressed: the size is known from the header, so truncation costs one stat.
+        expected = int(img.dataobj.offset) + math.prod(shape) * dtype.itemsize
+        file_size = os.path.getsize(path)
+        if file_size < expected:
+            raise ValueError(
+                f"{name}[{i}] '{path}' is truncated: its header announces {shape} voxels of "
+                f"{dtype} ({expected} bytes with the header) but the file has {file_size} bytes."
+            )
+    return shape, zooms_of(img), affine_of(img)
+
+
+def affine_of(img):
+    affine = getattr(img, "affine", None)
+    if affine is None:
+        return None
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4) or not np.isfinite(affine).all() \
+            or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        return None  # a broken header affine says nothing about orientation
+    return affine
+
+
+def zooms_of(img):
+    try:
+        zooms = img.header.get_zooms()
+    except Exception:  # headers without voxel sizes (rare nibabel formats)
+        return None
+    if len(zooms) < 3:
+        return None
+    return tuple(float(z) for z in zooms[:3])
+
+
+def check_dtype(dtype, what):
+    if dtype.kind == "c":
+        raise TypeError(f"{what} holds complex values (dtype {dtype}); images must be real-valued.")
+    if dtype.kind not in "biuf":
+        raise TypeError(
+            f"{what} has non-numeric dtype {dtype}; images must be numeric (float, int or bool)."
+        )

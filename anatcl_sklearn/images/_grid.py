@@ -1,0 +1,182 @@
+"""The voxel grid: OpenBHB's, how a grid is described, compared, and warned about.
+
+A grid is a shape ``(D, H, W)`` plus a voxel-to-world affine (4 x 4, millimetres, RAS+ world
+as in NIfTI). Orientation lives in the affine alone: LAS and RAS copies of one brain have the
+same shape, and only :func:`nibabel.orientations.aff2axcodes` tells them apart.
+"""
+
+import warnings
+
+import nibabel as nib
+import numpy as np
+
+__all__ = [
+    "OPENBHB_AFFINE",
+    "OPENBHB_SHAPE",
+    "OPENBHB_VOXEL_SIZE",
+    "GridWarning",
+]
+
+#: Voxel grid of OpenBHB's CAT12 VBM grey-matter maps, the grid of the released AnatCL
+#: weights: 121 x 145 x 121 voxels.
+OPENBHB_SHAPE = (121, 145, 121)
+#: Voxel size of that grid, in mm.
+OPENBHB_VOXEL_SIZE = (1.5, 1.5, 1.5)
+
+
+def _openbhb_affine():
+    affine = np.diag([-1.5, 1.5, 1.5, 1.0])
+    affine[:3, 3] = (90.0, -126.0, -72.0)
+    affine.setflags(write=False)  # a shared constant: nobody may change it in place
+    return affine
+
+
+#: Voxel-to-world affine of that grid (MNI space, mm): ``diag(-1.5, 1.5, 1.5)`` with the
+#: first voxel's centre at (90, -126, -72), i.e. LAS axes. Read-only.
+OPENBHB_AFFINE = _openbhb_affine()
+
+# Voxel sizes closer than this (mm) are the same: headers store float32 zooms.
+ZOOM_ATOL = 1e-3
+# Two affines are one grid when their linear parts agree to this (relative to the voxel
+# size) and their origins to this fraction of a voxel.
+_LINEAR_RTOL = 1e-3
+_ORIGIN_VOXEL_FRACTION = 0.1
+
+
+class GridWarning(UserWarning):
+    """Images are not on the grid the pretrained weights were trained on.
+
+    The released AnatCL encoders saw CAT12 grey-matter maps of 121 x 145 x 121 voxels at
+    1.5 mm in MNI space (OpenBHB, :data:`OPENBHB_SHAPE`, :data:`OPENBHB_AFFINE`). Other grids
+    run through the network (it pools globally), but their embeddings are not what the
+    weights learnt to produce: conform the images (``AnatCLEmbedder(conform=True)`` or
+    :func:`conform_image`), or write them on that grid (CAT12 >= 12.8: ``cat.extopts.bb =
+    16``). Silence it with the :mod:`warnings` filters when it is intended.
+    """
+
+
+def zooms_of_affine(affine):
+    """Voxel sizes (mm) of an affine: the norms of its linear part's columns."""
+    return tuple(float(z) for z in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)))
+
+
+def axcodes(affine):
+    """Axis codes such as ``"LAS"`` of an affine."""
+    return "".join(str(c) for c in nib.aff2axcodes(np.asarray(affine)))
+
+
+def describe_affine(affine):
+    """``LAS, 1.5x1.5x1.5 mm, origin (90, -126, -72)`` for messages."""
+    origin = ", ".join(f"{v:g}" for v in np.round(np.asarray(affine)[:3, 3], 3))
+    return f"{axcodes(affine)}, {mm(zooms_of_affine(affine))} mm voxels, origin ({origin})"
+
+
+def affine_mismatch(a, b):
+    """Why two affines are not one grid (a short phrase), or None when they are."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if axcodes(a) != axcodes(b):
+        return "orientation"
+    za, zb = np.array(zooms_of_affine(a)), np.array(zooms_of_affine(b))
+    if not np.allclose(za, zb, rtol=0, atol=ZOOM_ATOL):
+        return "voxel size"
+    if not np.allclose(a[:3, :3], b[:3, :3], rtol=0, atol=_LINEAR_RTOL * za.min()):
+        return "rotation"
+    if np.abs(a[:3, 3] - b[:3, 3]).max() > _ORIGIN_VOXEL_FRACTION * za.min():
+        return "origin"
+    return None
+
+
+def check_affine(affine, name="affine"):
+    """A float64 4 x 4 copy of a valid voxel-to-world affine, or a ValueError naming it."""
+    try:
+        out = np.array(affine, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a 4x4 array of numbers; got {type(affine).__name__}.") from None
+    if out.shape != (4, 4):
+        raise ValueError(f"{name} must have shape (4, 4); got {out.shape}.")
+    if not np.isfinite(out).all():
+        raise ValueError(f"{name} has non-finite values.")
+    if not np.allclose(out[3], (0, 0, 0, 1)):
+        raise ValueError(f"{name} must end with the row (0, 0, 0, 1); got {out[3].tolist()}.")
+    if abs(np.linalg.det(out[:3, :3])) < 1e-12:
+        raise ValueError(f"{name} is singular (its 3x3 part has determinant 0).")
+    return out
+
+
+def check_shape(shape, name="shape"):
+    """A tuple of 3 positive Python ints, or an error naming ``name``."""
+    try:
+        values = tuple(shape)
+    except TypeError:
+        raise TypeError(f"{name} must be 3 positive integers; got {shape!r}.") from None
+    if len(values) != 3 or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and v > 0
+            for v in values):
+        raise ValueError(f"{name} must be 3 positive integers; got {shape!r}.")
+    return tuple(int(v) for v in values)
+
+
+def mm(zooms):
+    return "x".join(f"{z:g}" for z in zooms)
+
+
+def _grid_text(shape, affine=None, zooms=None):
+    text = "x".join(str(s) for s in shape) + " voxels"
+    if affine is not None:
+        text += f" ({describe_affine(affine)})"
+    elif zooms is not None:
+        text += f" of {mm(zooms)} mm"
+    return text
+
+
+_CONFORM_ADVICE = (
+    "Pass conform=True to AnatCLEmbedder (or use anatcl_sklearn.conform_image) to resample "
+    "them through their affine; CAT12 >= 12.8 writes 113x137x113 by default, and its "
+    "cat.extopts.bb = 16 option writes the OpenBHB grid directly."
+)
+
+
+def warn_grid(images, name, stacklevel=3, hint="pass warn_grid=False if this is intended"):
+    """check_images' warning: images not on OpenBHB's grid (shape, voxel size, orientation)."""
+    if _on_grid(images, OPENBHB_SHAPE, OPENBHB_AFFINE):
+        return
+    warnings.warn(
+        f"{name} has images of {_grid_text(images.shape, images.affine, images.zooms)}, but the "
+        f"released AnatCL weights were trained on OpenBHB CAT12 maps of "
+        f"{_grid_text(OPENBHB_SHAPE, OPENBHB_AFFINE)}; pretrained embeddings of other grids "
+        f"are not meaningful. {_CONFORM_ADVICE} Or {hint}.",
+        GridWarning,
+        stacklevel=stacklevel,
+    )
+
+
+def _on_grid(images, shape, affine):
+    if tuple(images.shape) != tuple(shape):
+        return False
+    if images.affine is not None and affine is not None:
+        return affine_mismatch(images.affine, affine) is None
+    if images.zooms is not None and affine is not None:
+        return np.allclose(images.zooms, zooms_of_affine(affine), rtol=0, atol=ZOOM_ATOL)
+    return True
+
+
+def warn_pretrained_grid(images, trained_shape, trained_affine=None, name="X", stacklevel=3):
+    """Warn when pretrained weights meet images of another grid than they were trained on.
+
+    ``trained_shape`` / ``trained_affine`` are the grid the weights record
+    (:attr:`AnatCLModel.input_shape`, :attr:`AnatCLModel.input_affine`); when the shape is None
+    the weights are taken for the released ones (OpenBHB's grid).
+    """
+    if trained_shape is None:
+        trained_shape, trained_affine = OPENBHB_SHAPE, OPENBHB_AFFINE
+    if _on_grid(images, trained_shape, trained_affine):
+        return
+    warnings.warn(
+        f"{name} has images of {_grid_text(images.shape, images.affine, images.zooms)}, but "
+        f"these pretrained weights were trained on {_grid_text(trained_shape, trained_affine)};"
+        f" their embeddings of other grids are not meaningful. {_CONFORM_ADVICE} Silence this "
+        "with warnings.filterwarnings('ignore', category=anatcl_sklearn.GridWarning) if it is "
+        "intended.",
+        GridWarning,
+        stacklevel=stacklevel,
+    )

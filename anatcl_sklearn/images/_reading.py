@@ -1,0 +1,397 @@
+"""Reading voxels: the lazy :class:`ImageCollection` and the one NIfTI / ``.npy`` reader.
+
+:func:`~anatcl_sklearn.images.check_images` validates headers and builds a collection; the
+estimator then reads one float32 volume at a time with :meth:`ImageCollection.load`, so a
+cohort of thousands of files never sits in memory. A collection may carry a target grid
+(``conform=True``): each volume is then conformed (:mod:`._conform`) as it is read.
+
+Files are read by :mod:`._files` (a ``.nii.gz`` checked against its gzip checksum).
+"""
+
+import math
+import operator
+from typing import NamedTuple
+
+import nibabel as nib
+import numpy as np
+
+from ._conform import _VolumeProxy, conform_data
+from ._files import ImageReadError, gz_file_of, load_nifti
+
+__all__ = ["ImageCollection"]
+
+#: File name endings :func:`check_images` reads (matched case-insensitively).
+SUPPORTED_EXTENSIONS = (".nii", ".nii.gz", ".npy")
+
+# Voxels per chunk of the eager finite scan of arrays: bounds its temporaries (a float32
+# cast of float64 input plus a boolean mask) to about 20 MB whatever the array's size.
+_FINITE_CHUNK_VOXELS = 1 << 22
+class _Item(NamedTuple):
+    """One element of a list input: where its voxels are and how they are stored."""
+
+    kind: str  # "nifti" or "npy" (a path), or "image" (a nibabel image object)
+    obj: object  # absolute path (str) or the image
+    raw_shape: tuple  # shape as stored, before dropping singleton axes
+    affine: object = None  # voxel-to-world affine (4 x 4 ndarray) when the format has one
+
+
+class ImageCollection:
+    """A lazy, indexable, picklable set of 3-D volumes sharing one shape.
+
+    Do not create it directly: :func:`check_images` builds it from arrays, paths or
+    nibabel images after validating them. Volumes come out as float32 arrays of shape
+    :attr:`shape` with :meth:`load` (one) or :meth:`load_batch` (several); files are
+    opened on each call, so the collection holds no voxel data of its own.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(D, H, W)`` of every volume.
+    zooms : tuple of float or None
+        Voxel size in mm, or None when unknown.
+    positions : array-like of int
+        Storage positions of the images, in order (what :meth:`subset` narrows).
+    name : str, default="X"
+        Name of the user's argument, used in error messages.
+    check_finite : {"auto", True, False}, default="auto"
+        See :func:`check_images`.
+    affine : ndarray of shape (4, 4) or None, default=None
+        The images' shared voxel-to-world affine, when known.
+    conformed : bool, default=False
+        Whether volumes are conformed to (``shape``, ``affine``) as they are read.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        ``(D, H, W)``, shared by all images.
+    zooms : tuple of float or None
+        Voxel size in mm when any image carries one (NIfTI files, nibabel images), else
+        None.
+    affine : ndarray of shape (4, 4) or None
+        The voxel-to-world affine the volumes come out on: the images' shared affine (NIfTI
+        files, nibabel images), the target grid's when conformed, else None (arrays, .npy).
+    conformed : bool
+        True when each volume is resampled to (``shape``, ``affine``) as it is read.
+    sources : list of str
+        One description per image, in order: the absolute file path, ``"<array index i>"``
+        for arrays or ``"<image #i>"`` for nibabel images, where ``i`` is the position in
+        the ``X`` given to :func:`check_images`.
+    check_finite : {"auto", True, False}
+        Whether :meth:`load` refuses volumes with NaN or inf voxels (any value but False).
+    """
+
+    def __init__(self, shape, zooms, positions, *, name="X", check_finite="auto",
+                 affine=None, conformed=False):
+        self.shape = tuple(int(s) for s in shape)
+        self.zooms = None if zooms is None else tuple(float(z) for z in zooms)
+        self.affine = None if affine is None else np.array(affine, dtype=np.float64)
+        self.conformed = bool(conformed)
+        self.check_finite = check_finite
+        self._positions = np.asarray(positions, dtype=np.intp)
+        self._name = name
+
+    # -- what subclasses provide -------------------------------------------------------
+    def _source_at(self, pos):
+        raise NotImplementedError
+
+    def _read(self, pos):
+        """float32 C-contiguous (D, H, W) array of storage position ``pos``, owned by the caller."""
+        raise NotImplementedError
+
+    def _read_into(self, pos, out):
+        out[...] = self._read(pos)
+
+    def _in_memory_at(self, pos):
+        raise NotImplementedError
+
+    # the way out named by the non-finite error; callers whose users cannot set check_finite
+    # (AnatCLEmbedder) clear it through _check_images
+    _nonfinite_advice = ", or pass check_finite=False to skip this check"
+
+    def _extra_nonfinite_hint(self):
+        return ""
+
+    def _scan_finite(self, eager_files):
+        """Raise on the first non-finite volume, reading all (files only if ``eager_files``)."""
+        for pos in self._positions:
+            if eager_files or self._in_memory_at(pos):
+                self._check_volume_finite(self._read(pos), pos)
+
+    # -- public interface --------------------------------------------------------------
+    def __len__(self):
+        return len(self._positions)
+
+    @property
+    def sources(self):
+        """list of str : One description per image (see the class docstring)."""
+        return [self._source_at(pos) for pos in self._positions]
+
+    @property
+    def in_memory(self):
+        """bool : True when loading reads no file (in-memory arrays and images only)."""
+        return all(self._in_memory_at(pos) for pos in self._positions)
+
+    def load(self, i):
+        """Read one volume.
+
+        Parameters
+        ----------
+        i : int
+            Position in this collection; negative values count from the end.
+
+        Returns
+        -------
+        volume : ndarray of shape (D, H, W), dtype float32
+            A new C-contiguous array: changing it changes neither the source nor later
+            loads.
+
+        Raises
+        ------
+        ValueError
+            If the volume has NaN or inf voxels (unless ``check_finite=False``), or a file
+            cannot be read or no longer matches its checked header; the message names the
+            source.
+        FileNotFoundError
+            If the file was deleted since :func:`check_images`.
+        """
+        pos = self._positions[self._check_position(i)]
+        volume = self._read(pos)
+        if self.check_finite is not False:
+            self._check_volume_finite(volume, pos)
+        return volume
+
+    def load_batch(self, indices):
+        """Read several volumes into one array.
+
+        Parameters
+        ----------
+        indices : array-like of int or bool, or slice
+            Positions in this collection (any order, repeats allowed), a boolean mask of
+            length ``len(self)``, or a slice.
+
+        Returns
+        -------
+        volumes : ndarray of shape (len(indices), D, H, W), dtype float32
+            A new C-contiguous array, in the order of ``indices``.
+        """
+        positions = self._positions[self._resolve(indices)]
+        out = np.empty((len(positions), *self.shape), dtype=np.float32)
+        for row, pos in enumerate(positions):
+            self._read_into(pos, out[row])
+            if self.check_finite is not False:
+                self._check_volume_finite(out[row], pos)
+        return out
+
+    def subset(self, indices):
+        """Select images without reading any voxels.
+
+        Parameters
+        ----------
+        indices : array-like of int or bool, or slice
+            As in :meth:`load_batch`; the order of ``indices`` is kept.
+
+        Returns
+        -------
+        collection : ImageCollection
+            Shares the storage (paths, images or array) of this one; :attr:`sources` keep
+            naming the positions in the original ``X``.
+        """
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new._positions = self._positions[self._resolve(indices)]
+        return new
+
+    def __repr__(self):
+        zooms = "" if self.zooms is None else f", zooms={self.zooms}"
+        return (f"ImageCollection(n_images={len(self)}, shape={self.shape}{zooms}, "
+                f"in_memory={self.in_memory})")
+
+    # -- helpers -----------------------------------------------------------------------
+    def _with_options(self, name, check_finite):
+        new = self.subset(slice(None))
+        new._name = name
+        new.check_finite = check_finite
+        return new
+
+    def _check_position(self, i):
+        if isinstance(i, (bool, np.bool_)):
+            raise TypeError(f"image index must be an integer, got {i!r}.")
+        try:
+            i = operator.index(i)
+        except TypeError:
+            raise TypeError(
+                f"image index must be an integer, got {type(i).__name__}; use load_batch or "
+                "subset for several images."
+            ) from None
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"image index {i} is out of range for {n} images.")
+        return i % n
+
+    def _resolve(self, indices):
+        n = len(self)
+        if isinstance(indices, slice):
+            return np.arange(n)[indices]
+        idx = np.asarray(indices)
+        if idx.ndim != 1:
+            raise ValueError(
+                "indices must be 1-D (positions, a boolean mask or a slice); "
+                f"got shape {idx.shape}."
+            )
+        if idx.size == 0:
+            return np.empty(0, dtype=np.intp)
+        if idx.dtype == np.bool_:
+            if idx.shape[0] != n:
+                raise IndexError(f"boolean mask has length {idx.shape[0]}, expected {n}.")
+            return np.flatnonzero(idx)
+        if idx.dtype.kind not in "iu":
+            raise TypeError(f"indices must be integers or booleans; got dtype {idx.dtype}.")
+        bad = (idx < -n) | (idx >= n)
+        if bad.any():
+            raise IndexError(f"index {idx[bad][0]} is out of range for {n} images.")
+        return np.where(idx < 0, idx + n, idx).astype(np.intp)
+
+    def _check_volume_finite(self, volume, pos):
+        # isfinite(...).all() is a fast pass; counting only runs when something is wrong.
+        if np.isfinite(volume).all():
+            return
+        n_bad = volume.size - int(np.count_nonzero(np.isfinite(volume)))
+        raise ValueError(
+            f"{self._name}: {_label(self._source_at(pos))} has {n_bad} non-finite voxel(s) "
+            f"(NaN or inf) out of {volume.size}{self._extra_nonfinite_hint()}. Fix or drop "
+            "this image (if NaN marks voxels outside the brain, numpy.nan_to_num sets them to "
+            f"0){self._nonfinite_advice}."
+        )
+
+
+class _ArrayImages(ImageCollection):
+    """Volumes stored in one (n, D, H, W) array that the user owns; never copied whole."""
+
+    def __init__(self, array, *, name, check_finite, affine=None):
+        super().__init__(array.shape[1:], None, np.arange(array.shape[0]),
+                         name=name, check_finite=check_finite, affine=affine)
+        self._array = array
+
+    def _source_at(self, pos):
+        return f"<array index {pos}>"
+
+    def _in_memory_at(self, pos):
+        return not isinstance(self._array, np.memmap)
+
+    def _read(self, pos):
+        with np.errstate(over="ignore"):  # float64 beyond float32 range -> inf, caught by check
+            return np.array(self._array[pos], dtype=np.float32, order="C")
+
+    def _read_into(self, pos, out):
+        with np.errstate(over="ignore"):
+            np.copyto(out, self._array[pos], casting="unsafe")
+
+    def _extra_nonfinite_hint(self):
+        if self._array.dtype.kind == "f" and self._array.dtype.itemsize > 4:
+            return " once read as float32 (values beyond +-3.4e38 become inf)"
+        return ""
+
+    def _scan_finite(self, eager_files):
+        array = self._array
+        if array.dtype.kind != "f":  # integers and booleans are always finite
+            return
+        voxels = max(1, math.prod(self.shape))
+        step = max(1, _FINITE_CHUNK_VOXELS // voxels)
+        positions = self._positions
+        contiguous = len(positions) and np.array_equal(
+            positions, np.arange(positions[0], positions[0] + len(positions)))
+        for start in range(0, len(positions), step):
+            chunk_pos = positions[start:start + step]
+            block = (array[chunk_pos[0]:chunk_pos[-1] + 1] if contiguous else array[chunk_pos])
+            with np.errstate(over="ignore"):
+                if array.dtype.itemsize > 4:
+                    block = block.astype(np.float32)
+                finite = np.isfinite(block).reshape(len(block), -1).all(axis=1)
+            if not finite.all():
+                pos = chunk_pos[int(np.flatnonzero(~finite)[0])]
+                self._check_volume_finite(self._read(pos), pos)
+
+
+class _ItemImages(ImageCollection):
+    """Volumes stored as files (read on every load) or nibabel images."""
+
+    def __init__(self, items, shape, zooms, *, name, check_finite, affine=None,
+                 conformed=False, order=1):
+        super().__init__(shape, zooms, np.arange(len(items)), name=name,
+                         check_finite=check_finite, affine=affine, conformed=conformed)
+        self._items = items
+        self._order = order
+
+    def _source_at(self, pos):
+        return _item_source(self._items[pos], pos)
+
+    def _in_memory_at(self, pos):
+        item = self._items[pos]
+        return item.kind == "image" and not nib.is_proxy(item.obj.dataobj)
+
+    def _read(self, pos):
+        item = self._items[pos]
+        source = _label(self._source_at(pos))
+        try:
+            # Values beyond the float32 range become inf here; the finite check reports them.
+            with np.errstate(over="ignore"):
+                raw = self._read_raw(item)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(
+                f"{self._name}: file not found: {source} (it existed when the images were "
+                "checked)."
+            ) from exc
+        except (MemoryError, ImageReadError):
+            raise  # ours already name the file
+        except Exception as exc:
+            raise ValueError(
+                f"{self._name}: could not read the voxels of {source}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        if tuple(raw.shape) != item.raw_shape:
+            raise ValueError(
+                f"{self._name}: {source} now holds an array of shape {tuple(raw.shape)}, but "
+                f"its header had {item.raw_shape} when the images were checked."
+            )
+        volume_shape = raw.shape[-3:] if item.kind == "npy" else raw.shape[:3]
+        raw = raw.reshape(volume_shape)
+        if self.conformed and item.affine is not None:
+            if not np.isfinite(raw).all():  # interpolation would smear NaN over neighbours
+                return np.full(self.shape, np.nan, dtype=np.float32)
+            return conform_data(raw, item.affine, self.shape, self.affine, self._order)
+        if item.kind == "nifti":
+            # Freshly read, usually Fortran-ordered: one copy makes it C-contiguous.
+            return np.ascontiguousarray(raw, dtype=np.float32)
+        # A memory map of the .npy, or the user's image data: always copy.
+        with np.errstate(over="ignore"):
+            return np.array(raw, dtype=np.float32, order="C")
+
+    def _read_raw(self, item):
+        if item.kind == "npy":
+            return np.load(item.obj, mmap_mode="r")
+        if item.kind == "nifti":
+            # Read whole (mmap=False: the array is ours, not a view of the file); a .nii.gz
+            # is checked against its gzip CRC.
+            return np.asarray(load_nifti(item.obj, self._name).dataobj, dtype=np.float32)
+        dataobj = item.obj.dataobj
+        gz_path = gz_file_of(dataobj)
+        if gz_path is not None:  # a file-backed image of a .nii.gz: read it checked
+            return np.asarray(load_nifti(gz_path, self._name).dataobj, dtype=np.float32)
+        if nib.is_proxy(dataobj):
+            return np.asarray(dataobj, dtype=np.float32)
+        return np.asarray(dataobj)  # the user's image data: cast by the copy in _read
+
+
+def _item_source(item, pos):
+    if item.kind != "image":
+        return item.obj
+    dataobj = item.obj.dataobj
+    if isinstance(dataobj, _VolumeProxy) and dataobj.source is not None:
+        return f"<image #{pos}> (volume {dataobj.index} of {dataobj.source})"
+    filename = item.obj.get_filename()
+    return f"<image #{pos}>" if filename is None else f"<image #{pos}> ({filename})"
+
+
+def _label(source):
+    """A source as messages show it: paths quoted, placeholders as they are."""
+    return source if source.startswith("<") else f"'{source}'"
