@@ -2,6 +2,8 @@
 
 With no data path it runs on synthetic brains (96 subjects on a 32x38x32 grid, 12 epochs: about
 35 s on two CPU cores); with ``--openbhb DIR`` it runs on OpenBHB's training split at full size.
+``python -m anatcl_sklearn embed ...`` (or ``anatcl-sklearn embed ...``) embeds image files with
+pretrained weights instead: see :mod:`anatcl_sklearn._embed_cli`.
 """
 
 import argparse
@@ -19,6 +21,9 @@ def _parse(argv):
         prog="python -m anatcl_sklearn",
         description="Pretrain an AnatCL 3D ResNet on brain MRIs, then linear-probe age and sex "
                     "on its embeddings, against the same encoder untrained.",
+        epilog="To embed your own images with pretrained weights instead, use the embed "
+               "subcommand: 'anatcl-sklearn embed INPUT... --output FILE' (or 'python -m "
+               "anatcl_sklearn embed ...'); see 'anatcl-sklearn embed --help'.",
     )
     p.add_argument("--openbhb", metavar="DIR", default=None,
                    help="OpenBHB root (participants.tsv, train/...); default: synthetic brains")
@@ -80,7 +85,15 @@ def _probe(Z, age, sex, random_state):
 
 
 def main(argv=None):
-    """Run the demo: pretrain, embed, probe; print a small table."""
+    """Run the demo: pretrain, embed, probe; print a small table.
+
+    With ``embed`` as the first argument, run ``anatcl-sklearn embed`` on the rest instead.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["embed"]:
+        from ._embed_cli import main as embed_main
+
+        return embed_main(argv[1:])
     parser, args = _parse(argv)
     from . import AnatCLEmbedder
 

@@ -429,7 +429,7 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             iterator_train__shuffle=True,
             iterator_train__generator=shuffle_gen,
             # A last batch of one subject gives a degenerate contrastive batch: drop it.
-            iterator_train__drop_last=(n_train % self.batch_size == 1),
+            iterator_train__drop_last=bool(n_train % int(self.batch_size) == 1),
             iterator_train__num_workers=int(self.num_workers),
             iterator_valid__num_workers=int(self.num_workers),
             device=device,
@@ -440,8 +440,8 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             augment=augment,
             augment_generator=aug_gen,
             autocast_dtype=torch.bfloat16 if self.precision == "bf16" else None,
-            channels_last=self.channels_last,
-            compile=self.compile,
+            channels_last=bool(self.channels_last),
+            compile=bool(self.compile),
         )
         if device.startswith("cuda"):
             params["iterator_train__pin_memory"] = True

@@ -96,7 +96,10 @@ def validate_params(est):
     if est.method == "anatcl" and est.lambda_age == 0 and est.lambda_anat == 0:
         raise ValueError("lambda_age and lambda_anat are both 0: the AnatCL loss would be zero.")
     _check_number("max_epochs", est.max_epochs, low=0, low_inclusive=True, integer=True)
-    _check_number("batch_size", est.batch_size, low=2, low_inclusive=True, integer=True)
+    # a contrastive batch needs two subjects; a frozen encoder embeds one at a time if asked
+    trains = est.pretrained is None or est.finetune
+    _check_number("batch_size", est.batch_size, low=2 if trains else 1, low_inclusive=True,
+                  integer=True)
     _check_number("lr", est.lr, low=0)
     _check_number("lr_step", est.lr_step, low=1, low_inclusive=True, integer=True)
     _check_number("lr_gamma", est.lr_gamma, low=0)

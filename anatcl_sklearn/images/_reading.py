@@ -329,7 +329,13 @@ class _ItemImages(ImageCollection):
         item = self._items[pos]
         return item.kind == "image" and not nib.is_proxy(item.obj.dataobj)
 
-    def _read(self, pos):
+    def _scan_finite(self, eager_files):
+        # the stored voxels decide: conforming them first would only cost time
+        for pos in self._positions:
+            if eager_files or self._in_memory_at(pos):
+                self._check_volume_finite(self._read(pos, conform=False), pos)
+
+    def _read(self, pos, conform=True):
         item = self._items[pos]
         source = _label(self._source_at(pos))
         try:
@@ -355,7 +361,7 @@ class _ItemImages(ImageCollection):
             )
         volume_shape = raw.shape[-3:] if item.kind == "npy" else raw.shape[:3]
         raw = raw.reshape(volume_shape)
-        if self.conformed and item.affine is not None:
+        if self.conformed and item.affine is not None and conform:
             if not np.isfinite(raw).all():  # interpolation would smear NaN over neighbours
                 return np.full(self.shape, np.nan, dtype=np.float32)
             return conform_data(raw, item.affine, self.shape, self.affine, self._order)

@@ -1,0 +1,439 @@
+"""``anatcl-sklearn embed``: embed brain images with a pretrained AnatCL encoder, into a table.
+
+``anatcl-sklearn embed INPUT... --output FILE`` (or ``python -m anatcl_sklearn embed``). Every input is checked (and read once) before any embedding; a user error ends the run
+with exit status 2 and one line on stderr, and never leaves an output file behind.
+"""
+
+import argparse
+import collections
+import csv
+import glob
+import importlib.util
+import os
+import re
+import sys
+import tempfile
+import time
+import warnings
+
+PROG = "anatcl-sklearn embed"
+#: Precision of ``--precision auto`` on the CPU (on CUDA it is "bf16").
+_CPU_DEFAULT_PRECISION = "fp32"
+_LIST_EXTENSIONS = {".txt": None, ".csv": ",", ".tsv": "\t"}
+_OUTPUT_EXTENSIONS = (".csv", ".parquet")
+_PATH_COLUMNS = ("path", "image", "filename")
+_CHUNK_BATCHES = 8  # images per transform call: this many batches (one progress update each)
+
+
+class UserError(Exception):
+    """A problem with the command line or the inputs: exit status 2, one line on stderr."""
+
+
+def _int_in(low, high=None):
+    """An argparse ``type=`` for integers in ``[low, high]`` (``high=None``: no bound)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid integer: {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bound = f"at least {low}" if high is None else f"between {low} and {high}"
+            raise argparse.ArgumentTypeError(f"must be {bound}; got {value}")
+        return value
+    return parse
+
+
+def _device(text):
+    """An argparse ``type=`` for ``--device``: "auto" or anything :class:`torch.device` reads."""
+    if text == "auto":
+        return text
+    import torch
+
+    try:
+        torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"invalid device: {text!r} (use auto, cpu, cuda or cuda:N)") from None
+    return text
+
+
+def build_parser():
+    """The argument parser of ``anatcl-sklearn embed``.
+
+    Returns
+    -------
+    parser : argparse.ArgumentParser
+    """
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Embed brain images (CAT12 grey-matter maps) with a pretrained AnatCL "
+                    "encoder and write one row per image: an 'image' column, then the features.",
+        epilog="INPUT is a .nii, .nii.gz or .npy file; a glob pattern (quoted; ** recurses); or "
+               "a list file: .txt (one path per line, # comments) or .csv/.tsv (a 'path', "
+               "'image' or 'filename' column, or a single column). Relative paths in a list "
+               "file are read from the list file's folder. A 4-D NIfTI gives one row per volume, "
+               "named PATH#T.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="images, glob patterns or list files")
+    p.add_argument("--output", "-o", required=True, metavar="FILE",
+                   help="table to write: .csv or .parquet (parquet needs pyarrow or fastparquet)")
+    p.add_argument("--weights", default="anatcl-global", metavar="W",
+                   help="official name (anatcl-global, anatcl-local), a checkpoint file or a "
+                        "saved model's folder (default: anatcl-global)")
+    p.add_argument("--fold", type=_int_in(0, 4), default=0,
+                   help="fold of the official weights, 0 to 4 (default 0)")
+    p.add_argument("--conform", action="store_true",
+                   help="resample each image to the weights' grid (the released weights': "
+                        "121x145x121 at 1.5 mm, MNI)")
+    p.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help=f"default auto: bf16 on CUDA, {_CPU_DEFAULT_PRECISION} on the CPU")
+    p.add_argument("--batch-size", type=_int_in(1), default=8, help="images per batch (default 8)")
+    p.add_argument("--output-kind", choices=("encoder", "projection"), default="encoder",
+                   help="encoder features (512 for ResNet-18) or the 128-d projection")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress and no summary line")
+    return p
+
+
+# ---------------------------------------------------------------- output checks
+def _parquet_engine():
+    """The installed parquet engine pandas can use, or None."""
+    return next((m for m in ("pyarrow", "fastparquet") if importlib.util.find_spec(m)), None)
+
+
+def _check_output(path, force):
+    """Refuse an output that cannot be written, before any work; return its absolute path."""
+    lower = path.lower()
+    if not lower.endswith(_OUTPUT_EXTENSIONS):
+        raise UserError(f"--output {path!r}: unsupported file type; use one of "
+                        f"{', '.join(_OUTPUT_EXTENSIONS)}.")
+    if lower.endswith(".parquet") and _parquet_engine() is None:
+        raise UserError("--output .parquet needs pyarrow or fastparquet: pip install pyarrow "
+                        "(or write .csv).")
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.isdir(path):
+        raise UserError(f"--output {path!r} is a folder.")
+    if os.path.lexists(path) and not force:
+        raise UserError(f"--output {path!r} exists; pass --force to overwrite it.")
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        raise UserError(f"--output folder {folder!r} does not exist.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"--output folder {folder!r} is not writable.")
+    return path
+
+
+def _check_weights(weights):
+    """Refuse ``--weights`` naming neither official weights nor an existing path."""
+    from .models import OFFICIAL_WEIGHTS
+
+    if weights in OFFICIAL_WEIGHTS:
+        return weights
+    path = os.path.expanduser(weights)
+    if not os.path.exists(path):
+        raise UserError(f"--weights {weights!r} is neither an official name "
+                        f"({', '.join(OFFICIAL_WEIGHTS)}) nor an existing file or folder.")
+    return str(path)
+
+
+# ---------------------------------------------------------------- inputs
+def _read_list(path):
+    """Paths named by a list file (.txt, .csv or .tsv), made absolute from its folder."""
+    ext = os.path.splitext(path)[1].lower()
+    if not os.path.isfile(path):
+        raise UserError(f"list file not found: {path!r}.")
+    folder = os.path.dirname(os.path.abspath(path))
+    entries = []  # (line number, path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            if _LIST_EXTENSIONS[ext] is None:
+                for n, line in enumerate(f, 1):
+                    line = line.strip()
+                    if line and not line.startswith("#"):
+                        entries.append((n, line))
+            else:
+                rows = csv.reader(f, delimiter=_LIST_EXTENSIONS[ext])
+                header = [h.strip() for h in next(rows, [])]
+                column = _path_column(header, path)
+                for row in rows:
+                    if not any(cell.strip() for cell in row):
+                        continue
+                    value = row[column].strip() if column < len(row) else ""
+                    if not value:
+                        raise UserError(f"list file {path!r}, line {rows.line_num}: no path in "
+                                        f"column {header[column]!r}.")
+                    entries.append((rows.line_num, value))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise UserError(f"cannot read list file {path!r}: {exc}") from None
+    if not entries:
+        raise UserError(f"list file {path!r} names no images.")
+    return [os.path.abspath(os.path.join(folder, os.path.expanduser(p))) for _, p in entries]
+
+
+def _path_column(header, path):
+    for wanted in _PATH_COLUMNS:
+        for i, name in enumerate(header):
+            if name.lower() == wanted:
+                return i
+    if len(header) == 1:
+        return 0
+    raise UserError(f"list file {path!r} has no path column: name it "
+                    f"{', '.join(map(repr, _PATH_COLUMNS))} (or keep a single column); its "
+                    f"columns are {', '.join(map(repr, header)) or 'none'}.")
+
+
+def expand_inputs(inputs):
+    """Turn the INPUT arguments into absolute image paths, in order.
+
+    Parameters
+    ----------
+    inputs : list of str
+        Image files, glob patterns (``glob.glob(recursive=True)``, sorted; matches are
+        image paths) and list files (``.txt``, ``.csv``, ``.tsv``).
+
+    Returns
+    -------
+    paths : list of str
+        One absolute path per image; duplicates are kept.
+
+    Raises
+    ------
+    UserError
+        If a pattern matches no file or a list file is missing, unreadable or malformed.
+    """
+    paths = []
+    for arg in inputs:
+        ext = os.path.splitext(arg)[1].lower()
+        if not os.path.lexists(arg) and any(c in arg for c in "*?["):
+            matches = sorted(m for m in glob.glob(arg, recursive=True) if not os.path.isdir(m))
+            if not matches:
+                raise UserError(f"INPUT pattern {arg!r} matched no files.")
+            paths.extend(os.path.abspath(m) for m in matches)
+        elif ext in _LIST_EXTENSIONS:
+            paths.extend(_read_list(arg))
+        else:
+            paths.append(os.path.abspath(arg))
+    return paths
+
+
+def _split_volumes(paths):
+    """One (label, item) per row: a 4-D NIfTI gives ``(path#t, 3-D image)`` per volume."""
+    import nibabel
+
+    import anatcl_sklearn
+
+    rows = []
+    for path in paths:
+        shape = ()
+        if path.lower().endswith((".nii", ".nii.gz")) and os.path.isfile(path):
+            try:
+                shape = nibabel.load(path).shape
+            except Exception:  # noqa: BLE001  unreadable: check_images says why
+                pass
+        if len(shape) == 4 and shape[3] > 1:
+            rows.extend((f"{path}#{t}", vol) for t, vol in enumerate(anatcl_sklearn.split_4d(path)))
+        else:
+            rows.append((path, path))
+    return rows
+
+
+def _name_rows(message, labels):
+    """Name the row's file in a message about ``INPUT[i]``, ``X[i]`` or ``<image #i>``."""
+    def label(i):
+        return repr(labels[int(i)]) if int(i) < len(labels) else None
+
+    message = re.sub(r"<image #(\d+)>", lambda m: label(m.group(1)) or m.group(0), message)
+    match = re.search(r"\b(?:INPUT|X)\[(\d+)\]", message)
+    if match and label(match.group(1)) and labels[int(match.group(1))] not in message:
+        message += f" (INPUT[{match.group(1)}] is {label(match.group(1))})"
+    # the library's advice to pass check_finite=False has no command-line counterpart
+    return message.replace(", or pass check_finite=False to skip this check", "")
+
+
+# ---------------------------------------------------------------- reporting
+class _Reporter:
+    """Progress line, summary and warnings on stderr; each distinct warning shown once."""
+
+    def __init__(self, quiet):
+        self.quiet = quiet
+        self.seen = set()
+        self.open_line = False
+
+    @property
+    def tty(self):
+        try:
+            return sys.stderr.isatty()
+        except (AttributeError, ValueError):
+            return False
+
+    def _write(self, text):
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+    def warn(self, message, category=UserWarning, *args, **kwargs):
+        key = (category, str(message))
+        if key in self.seen:
+            return
+        self.seen.add(key)
+        from . import GridWarning
+
+        self.end_line()
+        if issubclass(category, GridWarning) and "conform=True" in str(message):
+            message = f"{message} (here: --conform)"
+        self._write(f"{PROG}: warning: {message}\n")
+
+    def progress(self, done, total):
+        if not self.quiet and self.tty:
+            self._write(f"\rembedding {done}/{total} images")
+            self.open_line = True
+
+    def end_line(self):
+        if self.open_line:
+            self._write("\n")
+            self.open_line = False
+
+
+# ---------------------------------------------------------------- writing
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_table(table, path):
+    """Write a DataFrame to ``path`` (.csv or .parquet) atomically.
+
+    The table goes to a temporary file in the same folder, which gets the permissions of
+    a new file (``0o666 & ~umask``) and then replaces ``path`` (a symbolic link there is
+    replaced, its target untouched). The temporary file is removed on any failure.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+    path : str
+        Absolute path of the output.
+    """
+    folder, name = os.path.split(path)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    try:
+        if path.lower().endswith(".csv"):
+            with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+                fd = None
+                table.to_csv(f, index=False)
+        else:
+            os.close(fd)
+            fd = None
+            table.to_parquet(tmp, index=False)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        if fd is not None:
+            os.close(fd)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+# ---------------------------------------------------------------- the command
+def _embed(args, reporter):
+    import numpy as np
+    import pandas as pd
+
+    import anatcl_sklearn
+    from anatcl_sklearn import AnatCLEmbedder
+
+    output = _check_output(args.output, args.force)
+    weights = _check_weights(args.weights)
+
+    paths = expand_inputs(args.inputs)
+    repeated = [p for p, k in collections.Counter(paths).items() if k > 1]
+    if repeated:
+        reporter.warn(f"{len(repeated)} input file(s) appear more than once (first: "
+                      f"{repeated[0]!r}); each occurrence gets its own row.")
+    rows = _split_volumes(paths)
+    labels = [label for label, _ in rows]
+    items = [item for _, item in rows]
+
+    device = args.device
+    precision = args.precision
+    if precision == "auto":
+        import torch
+
+        on_cuda = (torch.cuda.is_available() if device == "auto"
+                   else str(device).startswith("cuda"))
+        precision = "bf16" if on_cuda else _CPU_DEFAULT_PRECISION
+
+    try:  # every file read once (its stored voxels, not conformed): damage found up front
+        images = anatcl_sklearn.check_images(items, name="INPUT", check_finite=True,
+                                             warn_grid=False, conform=args.conform)
+    except (ValueError, TypeError, OSError) as exc:
+        raise UserError(_name_rows(str(exc), labels)) from None
+    n = len(items)
+
+    t0 = time.perf_counter()
+    try:
+        # The embedder conforms to the weights' own grid when they record one (the collection
+        # checked against OpenBHB's is then re-checked against it, headers only).
+        est = AnatCLEmbedder(pretrained=weights, fold=args.fold, device=device,
+                             precision=precision, batch_size=args.batch_size,
+                             output=args.output_kind, verbose=0, conform=args.conform)
+        est.fit(images.subset(slice(0, 1)))  # a frozen encoder: fit only loads the weights
+        chunk = _CHUNK_BATCHES * args.batch_size
+        parts = []
+        reporter.progress(0, n)
+        for start in range(0, n, chunk):
+            stop = min(start + chunk, n)
+            parts.append(est.transform(images.subset(slice(start, stop))))
+            reporter.progress(stop, n)
+        reporter.end_line()
+    except (ValueError, TypeError, OSError) as exc:
+        reporter.end_line()
+        raise UserError(_name_rows(str(exc), labels)) from None
+    Z = np.concatenate(parts, axis=0)
+    table = pd.DataFrame(Z, columns=list(est.get_feature_names_out()))
+    table.insert(0, "image", labels)
+    if not args.force and os.path.lexists(output):  # appeared while embedding
+        raise UserError(f"--output {output!r} exists; pass --force to overwrite it.")
+    try:
+        write_table(table, output)
+    except OSError as exc:
+        raise UserError(f"cannot write {output!r}: {exc}") from None
+    if not args.quiet and not reporter.tty:
+        reporter._write(f"wrote {n} embeddings of {Z.shape[1]} features to {output} in "
+                        f"{time.perf_counter() - t0:.1f} s\n")
+    return 0
+
+
+def main(argv=None):
+    """Run ``anatcl-sklearn embed``.
+
+    Parameters
+    ----------
+    argv : list of str, default=None
+        The arguments after ``embed`` (default: ``sys.argv[2:]``).
+
+    Returns
+    -------
+    status : int
+        0 on success, 2 on a user error (reported in one line on stderr), 130 when
+        interrupted. Usage errors exit through :class:`SystemExit` with status 2.
+    """
+    args = build_parser().parse_args(sys.argv[2:] if argv is None else argv)
+    reporter = _Reporter(args.quiet)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = reporter.warn
+            return _embed(args, reporter)
+    except UserError as exc:
+        reporter.end_line()
+        message = re.sub(r"\s*\n\s*", " ", str(exc).strip())  # one line, whatever it holds
+        sys.stderr.write(f"{PROG}: error: {message}\n")
+        return 2
+    except KeyboardInterrupt:
+        reporter.end_line()
+        sys.stderr.write(f"{PROG}: interrupted; no output written.\n")
+        return 130
