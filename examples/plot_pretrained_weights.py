@@ -5,17 +5,23 @@ Released weights on a folder of NIfTI files
 The shortest way to use AnatCL: load pretrained weights into an
 :class:`~anatcl_sklearn.AnatCLEmbedder`, point it at grey-matter maps on disk, and get one
 512-d embedding per brain. With the released weights and your own CAT12 maps
-(121x145x121 voxels at 1.5 mm, e.g. ``mri/mwp1*.nii``)::
+(``mri/mwp1*.nii``)::
 
     from pathlib import Path
     from anatcl_sklearn import AnatCLEmbedder
 
     paths = sorted(str(p) for p in Path("cat12").glob("mri/mwp1*.nii"))
-    embedder = AnatCLEmbedder(pretrained="anatcl-global", fold=0)  # downloaded once
+    embedder = AnatCLEmbedder(pretrained="anatcl-global", fold=0,  # downloaded once
+                              conform=True)
     Z = embedder.fit(paths).transform(paths)                       # (n_subjects, 512)
 
 ``fit`` trains nothing here: it loads the weights (the paper's frozen encoder); files are
-read lazily, batch by batch.
+read lazily, batch by batch. The weights were trained on OpenBHB's grid, 121x145x121 voxels
+at 1.5 mm, which CAT12 < 12.8 writes; CAT12 >= 12.8 writes 113x137x113 by default
+(``cat.extopts.bb = 12``), and ``conform=True`` pads it back exactly (or set
+``cat.extopts.bb = 16``). Maps from FSL-VBM, fMRIPrep or SPM12 are resampled through their
+affine by ``conform=True`` too; the example ``plot_from_your_pipeline.py`` shows each
+pipeline's output and what conforming does (and does not) fix.
 
 This example needs no download. By default it writes a folder of **synthetic** NIfTI
 files, makes its own checkpoint in the released file format by a short pretraining on
@@ -134,8 +140,11 @@ if WEIGHTS is None:
 # Embed the folder
 # ----------------
 # ``embed(..., memory=...)`` caches the embeddings on disk: a second call with the same
-# weights and files reads them back instead of running the network again.
-embedder = AnatCLEmbedder(pretrained=WEIGHTS, fold=FOLD).fit(paths)
+# weights and files reads them back instead of running the network again. Your own maps are
+# conformed to the weights' grid as they are read (``conform=True``: CAT12 >= 12.8 writes
+# 113x137x113 by default); the synthetic folder is already on its checkpoint's grid.
+embedder = AnatCLEmbedder(pretrained=WEIGHTS, fold=FOLD,
+                          conform=bool(NIFTI_DIR and os.environ.get("ANATCL_WEIGHTS"))).fit(paths)
 cache = OUTPUT / "embedding-cache"
 start = time.perf_counter()
 Z = embed(embedder, paths, memory=cache)

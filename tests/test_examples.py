@@ -34,6 +34,9 @@ OUTPUTS = {
     "plot_grid_search": ["grid_search.csv", "grid_search.png"],
     "plot_pretrained_weights": ["embeddings.csv", "embeddings_age.png", "age_probe.csv",
                                 "anatcl-synthetic_fold0.pth"],
+    "plot_from_your_pipeline": ["conform_check.csv", "pipelines.png", "embeddings_agreement.csv",
+                                "cli_embeddings.csv",
+                                "random-encoder_NOT-the-released-weights.pth"],
 }
 JOBS = dict.fromkeys(OUTPUTS, None)
 if ABIDE_DIR.is_dir():  # also run the real-data path of the anatomy study
@@ -156,3 +159,23 @@ def test_pretrained_weights_example(runs):
     assert np.isfinite(embeddings[["pc1", "pc2"]].to_numpy()).all()
     assert "from the cache" in stdout
     assert not (folder.parent / "weights-cache").exists()  # nothing was downloaded
+
+
+def test_from_your_pipeline_example(runs):
+    stdout, folder = _check_run(runs, "plot_from_your_pipeline")
+    assert "not the released weights" in stdout
+    check = pd.read_csv(folder / "conform_check.csv").set_index("pipeline")
+    assert list(check.index) == ["CAT12 < 12.8", "CAT12 >= 12.8", "FSL-VBM", "fMRIPrep"]
+    assert list(check["shape_in"]) == ["121x145x121", "113x137x113", "91x109x91x2",
+                                       "193x229x193"]
+    assert list(check["orientation"]) == ["LAS", "LAS", "LAS", "RAS"]
+    # CAT12 >= 12.8's crop is padded back bit for bit; the 2 mm and 1 mm round trips are close.
+    assert list(check["exact"]) == [True, True, False, False]
+    assert (check["correlation"] > 0.95).all()
+    agreement = pd.read_csv(folder / "embeddings_agreement.csv")
+    assert len(agreement) == 2 * 3 and (agreement["cosine"] > 0.99).all()
+    bb12 = agreement[agreement["pipeline"] == "CAT12 >= 12.8"]
+    assert (bb12["distance_ratio"] == 0).all() and bb12["identified"].all()
+    cli = pd.read_csv(folder / "cli_embeddings.csv")
+    assert len(cli) == 4 and cli["image"].str.endswith(("#0", "#1")).sum() == 2
+    assert "CLI against the embedder above" in stdout
