@@ -207,8 +207,9 @@ def test_a_file_changed_after_the_check_leaves_no_output(ckpt, brains, tmp_path,
 
 def test_an_interrupted_write_leaves_no_temporary_file(ckpt, brains, tmp_path, monkeypatch,
                                                        capsys):
-    def interrupt(self, f, **kwargs):
-        f.write("image,partial")
+    def interrupt(self, path, **kwargs):
+        with open(path, "w") as f:
+            f.write("image,partial")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(pd.DataFrame, "to_csv", interrupt)
@@ -251,7 +252,7 @@ def test_bad_numbers_and_choices_are_usage_errors(args, message, ckpt, brains, t
 def test_output_types(ckpt, brains, tmp_path, capsys, monkeypatch):
     assert run(brains[1][0], "--weights", ckpt, "--output", tmp_path / "e.json") == 2
     assert ".csv, .parquet" in error_line(capsys)
-    monkeypatch.setattr("anatcl_sklearn._embed_cli._parquet_engine", lambda: None)
+    monkeypatch.setattr("anatcl_sklearn.cli._embed._parquet_engine", lambda: None)
     assert run(brains[1][0], "--weights", ckpt, "--output", tmp_path / "e.parquet") == 2
     assert "pip install pyarrow" in error_line(capsys)
     assert run(brains[1][0], "--weights", tmp_path / "none.pth", "--output", tmp_path / "e.csv") == 2

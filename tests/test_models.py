@@ -4,6 +4,7 @@ import argparse
 import math
 import os
 import pickle
+import sys
 import warnings
 from pathlib import Path
 
@@ -311,7 +312,10 @@ def test_malicious_pickle_is_refused_and_never_executed(tmp_path, writer):
     message = str(info.value)
     assert str(path) in message
     assert "safety" in message and "never executes" in message
-    assert "open" in message  # the refused global is named
+    # The refused global is named (open is io.open), and torch's advice to
+    # re-run with weights_only=False, which would run the payload, is not given.
+    assert "asks to call io.open, which anatcl_sklearn never does" in message
+    assert "weights_only" not in message
     assert isinstance(info.value.__cause__, pickle.UnpicklingError)
     assert not marker.exists()
     with pytest.raises(ValueError, match="safety"):
@@ -415,7 +419,7 @@ def test_bad_checkpoint_inputs(tmp_path):
         load_checkpoint(tmp_path / "missing.pth")
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"this is not a checkpoint")
-    with pytest.raises(ValueError, match="garbage.pth"):
+    with pytest.raises(ValueError, match="garbage.pth' is not a torch checkpoint: it is a text"):
         load_checkpoint(garbage)
     with pytest.raises(TypeError, match="int"):
         load_checkpoint(42)
@@ -482,19 +486,25 @@ def test_fetch_caches_each_fold_under_its_own_name(tmp_path):
         source.unlink()
     again = fetch("anatcl-global", 1)
     assert again == fold1 and again.read_bytes() == b"PKanatcl-global/1" * 100
-    assert sorted(p.name for p in cache.iterdir()) == [
-        "anatcl-global_fold0.pth", "anatcl-global_fold1.pth", "anatcl-local_fold0.pth"
-    ]
+    names = ["anatcl-global_fold0.pth", "anatcl-global_fold1.pth", "anatcl-local_fold0.pth"]
+    # Each file has its SHA-256 recorded beside it, and nothing else is left.
+    assert sorted(p.name for p in cache.iterdir()) == sorted(
+        names + [n + ".sha256" for n in names]
+    )
 
 
-def test_fetch_accepts_a_plain_path_and_reports_progress(tmp_path, capsys):
+def test_fetch_accepts_a_plain_path_and_reports_progress(tmp_path, capsys, monkeypatch):
     source = tmp_path / "weights.pth"
     source.write_bytes(b"PK" + b"\0" * 3000)
+    # The progress line is drawn on a terminal only.
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     fold = np.int64(4)  # integer-like folds (e.g. from a CV loop) are fine
     path = fetch_official_weights("anatcl-local", fold, cache_dir=tmp_path / "c", url=str(source))
     assert path.name == "anatcl-local_fold4.pth"
     assert path.read_bytes() == source.read_bytes()
-    assert "Downloading AnatCL weights anatcl-local fold 4" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "\rDownloading AnatCL weights anatcl-local fold 4" in err
+    assert err.endswith("(100%)\n")
 
 
 def test_environment_variables_override_cache_and_url(tmp_path, monkeypatch):
@@ -602,7 +612,8 @@ def test_public_surface():
     assert sorted(models.__all__) == sorted(
         [
             "ARCHITECTURES", "AnatCLModel", "OFFICIAL_WEIGHTS", "ResNet3D",
-            "build_encoder", "fetch_official_weights", "load_checkpoint",
+            "build_encoder", "convert_checkpoint", "fetch_official_weights", "load_checkpoint",
+            "load_model_dir", "save_model_dir",
             "resolve_pretrained",
         ]
     )

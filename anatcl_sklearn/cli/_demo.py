@@ -2,12 +2,9 @@
 
 With no data path it runs on synthetic brains (96 subjects on a 32x38x32 grid, 12 epochs: about
 35 s on two CPU cores); with ``--openbhb DIR`` it runs on OpenBHB's training split at full size.
-``python -m anatcl_sklearn embed ...`` (or ``anatcl-sklearn embed ...``) embeds image files with
-pretrained weights instead: see :mod:`anatcl_sklearn._embed_cli`.
 """
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -21,9 +18,10 @@ def _parse(argv):
         prog="python -m anatcl_sklearn",
         description="Pretrain an AnatCL 3D ResNet on brain MRIs, then linear-probe age and sex "
                     "on its embeddings, against the same encoder untrained.",
-        epilog="To embed your own images with pretrained weights instead, use the embed "
-               "subcommand: 'anatcl-sklearn embed INPUT... --output FILE' (or 'python -m "
-               "anatcl_sklearn embed ...'); see 'anatcl-sklearn embed --help'.",
+        epilog="Other commands: 'anatcl-sklearn embed INPUT... --output FILE' embeds your own "
+               "images with pretrained weights; 'anatcl-sklearn convert CHECKPOINT OUT_DIR' turns "
+               "a torch checkpoint into a shareable safetensors folder (each takes --help; "
+               "'python -m anatcl_sklearn embed ...' works too).",
     )
     p.add_argument("--openbhb", metavar="DIR", default=None,
                    help="OpenBHB root (participants.tsv, train/...); default: synthetic brains")
@@ -54,13 +52,13 @@ def _parse(argv):
 
 def _load(args):
     if args.openbhb:
-        from .datasets import load_openbhb
+        from ..datasets import load_openbhb
 
         data = load_openbhb(args.openbhb, split="train")
         n = min(args.n_subjects, len(data.age)) if args.n_subjects else len(data.age)
         return (list(data.images[:n]), np.asarray(data.age[:n]), np.asarray(data.sex[:n]),
                 np.asarray(data.anatomy[:n]), f"OpenBHB train split ({n} subjects)")
-    from .datasets import make_synthetic_brains
+    from ..datasets import make_synthetic_brains
 
     data = make_synthetic_brains(args.n_subjects, shape=tuple(args.shape),
                                  random_state=args.random_state)
@@ -85,17 +83,9 @@ def _probe(Z, age, sex, random_state):
 
 
 def main(argv=None):
-    """Run the demo: pretrain, embed, probe; print a small table.
-
-    With ``embed`` as the first argument, run ``anatcl-sklearn embed`` on the rest instead.
-    """
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["embed"]:
-        from ._embed_cli import main as embed_main
-
-        return embed_main(argv[1:])
+    """Run the demo: pretrain, embed, probe; print a small table."""
     parser, args = _parse(argv)
-    from . import AnatCLEmbedder
+    from .. import AnatCLEmbedder
 
     try:
         X, age, sex, anatomy, what = _load(args)
@@ -123,7 +113,3 @@ def main(argv=None):
     ratio = rows[1][1].mean() / rows[0][1].mean()
     print(f"\nAge MAE ratio pretrained / untrained: {ratio:.2f} (below 1 means pretraining helped)")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,7 +12,6 @@ import importlib.util
 import os
 import re
 import sys
-import tempfile
 import time
 import warnings
 
@@ -126,7 +125,7 @@ def _check_output(path, force):
 
 def _check_weights(weights):
     """Refuse ``--weights`` naming neither official weights nor an existing path."""
-    from .models import OFFICIAL_WEIGHTS
+    from ..models import OFFICIAL_WEIGHTS
 
     if weights in OFFICIAL_WEIGHTS:
         return weights
@@ -276,7 +275,7 @@ class _Reporter:
         if key in self.seen:
             return
         self.seen.add(key)
-        from . import GridWarning
+        from .. import GridWarning
 
         self.end_line()
         if issubclass(category, GridWarning) and "conform=True" in str(message):
@@ -295,18 +294,12 @@ class _Reporter:
 
 
 # ---------------------------------------------------------------- writing
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_table(table, path):
     """Write a DataFrame to ``path`` (.csv or .parquet) atomically.
 
-    The table goes to a temporary file in the same folder, which gets the permissions of
-    a new file (``0o666 & ~umask``) and then replaces ``path`` (a symbolic link there is
-    replaced, its target untouched). The temporary file is removed on any failure.
+    Through :func:`anatcl_sklearn._atomic.atomic_write`: a temporary file in the same folder
+    with the permissions of a new file, renamed onto ``path`` (a symbolic link there is
+    replaced, its target untouched), removed on any failure.
 
     Parameters
     ----------
@@ -314,27 +307,12 @@ def write_table(table, path):
     path : str
         Absolute path of the output.
     """
-    folder, name = os.path.split(path)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-    try:
-        if path.lower().endswith(".csv"):
-            with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-                fd = None
-                table.to_csv(f, index=False)
-        else:
-            os.close(fd)
-            fd = None
-            table.to_parquet(tmp, index=False)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if fd is not None:
-            os.close(fd)
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from .._atomic import atomic_write
+
+    if path.lower().endswith(".csv"):
+        atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))
+    else:
+        atomic_write(path, lambda tmp: table.to_parquet(tmp, index=False))
 
 
 # ---------------------------------------------------------------- the command

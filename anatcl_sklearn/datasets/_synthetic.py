@@ -1114,7 +1114,7 @@ def make_synthetic_brains(
     data : :class:`~sklearn.utils.Bunch`
         Dictionary-like object with the fields
 
-        images : ndarray of shape (n_subjects, *shape), dtype float32, or None
+        images : ndarray of shape ``(n_subjects, *shape)``, dtype float32, or None
             Modulated grey-matter-like maps, values in [0, 1.2] (mostly below 1).
         age : ndarray of shape (n_subjects,), dtype float64
             Age in years.

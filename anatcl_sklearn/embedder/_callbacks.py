@@ -4,8 +4,6 @@ Everything around the loop is a callback (skorch's way), so the loop itself stay
 """
 
 import copy
-import os
-import tempfile
 import warnings
 
 import numpy as np
@@ -80,10 +78,12 @@ def _plain(obj):
 class ResumableCheckpoint(Callback):
     """Save everything needed to resume at the end of every epoch, atomically.
 
-    One file holds the module weights, the optimizer state, the history and the states of the
-    random generators (shuffling and augmentation), so an interrupted or crashed fit resumes
-    from its last finished epoch. The file is written to a temporary name and renamed, so a
-    crash while saving never leaves a truncated checkpoint.
+    One file holds the module weights, the optimizer state, the history, the training grid
+    and the state of the augmentation generator, so an interrupted or crashed fit resumes from
+    its last finished epoch (the batch order needs no state: it is a function of the seed and
+    the epoch). The file is written through :func:`anatcl_sklearn._atomic.atomic_write`, so a
+    crash while saving never leaves a truncated checkpoint, and a symlink planted at its path
+    is replaced, not followed. Under torchrun only rank 0 writes; every rank reads.
 
     Parameters
     ----------
@@ -91,37 +91,47 @@ class ResumableCheckpoint(Callback):
         The checkpoint file.
     generators : dict of str to torch.Generator
         Generators whose states are saved and restored.
+    input_shape : tuple of int, default=None
+        The training grid, recorded and compared on restore.
+    writer : bool, default=True
+        Whether this process writes (rank 0).
     """
 
-    def __init__(self, path, generators=None):
+    def __init__(self, path, generators=None, input_shape=None, writer=True):
         self.path = path
         self.generators = generators or {}
+        self.input_shape = None if input_shape is None else tuple(input_shape)
+        self.writer = writer
 
     def on_epoch_end(self, net, **kwargs):
+        from .._atomic import atomic_write
+
         state = {
             "model": _cpu_state(net.module_),
             "optimizer": net.optimizer_.state_dict(),
             "history": _plain(net.history.to_list()),
             "generators": {k: g.get_state() for k, g in self.generators.items()},
+            "input_shape": None if self.input_shape is None else list(self.input_shape),
         }
-        directory = os.path.dirname(self.path)
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save(state, tmp)
-            os.replace(tmp, self.path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        if self.writer:
+            atomic_write(self.path, lambda tmp: torch.save(state, tmp))
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()  # the file exists for every rank once this returns
 
     def restore(self, net):
-        """Load the checkpoint into an initialized ``net``; return the number of epochs done."""
+        """Load the checkpoint into an initialized ``net``; return the number of epochs done.
+
+        A file that cannot be read, or that is not a checkpoint of this run (other keys,
+        weights of another shape, another grid), is ignored with a warning naming it, and
+        training starts afresh: nothing of it is used.
+        """
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as exc:  # a corrupt file must not stop the user: start over, loudly
-            warnings.warn(f"Could not read checkpoint {self.path!r} ({exc}); training from scratch.")
-            return 0
+            return self._ignore(f"it cannot be read ({type(exc).__name__}: {exc})")
+        problem = self._problem(state, net)
+        if problem is not None:
+            return self._ignore(problem)
         unwrap_module(net.module_).load_state_dict(state["model"])
         net.optimizer_.load_state_dict(state["optimizer"])
         net.history = History(copy.deepcopy(state["history"]))
@@ -136,3 +146,32 @@ class ResumableCheckpoint(Callback):
                         "with a fresh stream, so this run will not repeat an uninterrupted one "
                         "exactly.")
         return len(net.history)
+
+    def _ignore(self, why):
+        warnings.warn(f"Checkpoint '{self.path}' was ignored: {why}. Training starts from "
+                      "scratch and will replace it.", UserWarning, stacklevel=4)
+        return 0
+
+    def _problem(self, state, net):
+        """Why ``state`` is not a checkpoint of this run, or None."""
+        if not isinstance(state, dict):
+            return f"it holds a {type(state).__name__}, not a checkpoint dict"
+        missing = [k for k in ("model", "optimizer", "history") if k not in state]
+        if missing:
+            return f"it lacks {missing} (keys: {sorted(map(str, state))[:8]})"
+        expected = unwrap_module(net.module_).state_dict()
+        model = state["model"]
+        if not isinstance(model, dict) or set(model) != set(expected):
+            return "its weights are not those of this model (other parameter names)"
+        bad = [k for k, v in expected.items()
+               if not isinstance(model[k], torch.Tensor) or model[k].shape != v.shape]
+        if bad:
+            return f"its weights have other shapes ({bad[:3]})"
+        recorded = state.get("input_shape")
+        if self.input_shape is not None and recorded is not None \
+                and tuple(recorded) != self.input_shape:
+            return (f"it was trained on images of {tuple(recorded)}, not "
+                    f"{self.input_shape}")
+        if not isinstance(state["history"], list):
+            return "its history is not a list of epochs"
+        return None

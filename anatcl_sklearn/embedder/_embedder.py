@@ -42,6 +42,7 @@ from ._data import SubjectDataset
 from ._net import ContrastiveNet
 from ._parallel import AutocastDataParallel, unwrap_module
 from ._params import needs_age, needs_anatomy, parse_augment, validate_params
+from ._sharing import push_to_hub, save_pretrained, scaler_from_config
 
 
 class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -113,9 +114,11 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     cache_dtype : {"float16", "uint8"}, default="float16"
         Storage of the cache (uint8 keeps a per-image offset and scale).
     pretrained : str, path, dict or None, default=None
-        Released weights: an official name (``"anatcl-global"``, ``"anatcl-local"``), a
-        checkpoint path or a state dict. ``fit`` then loads them and trains nothing (the
-        paper's frozen encoder) unless ``finetune=True``.
+        Pretrained weights: an official name (``"anatcl-global"``, ``"anatcl-local"``), a
+        saved-model folder (:meth:`save_pretrained`), a Hugging Face Hub reference
+        ``"hf://owner/repo"`` or ``"hf://owner/repo@revision"`` (``[hub]`` extra), a checkpoint
+        path or a state dict. ``fit`` then loads them and trains nothing (the paper's frozen
+        encoder) unless ``finetune=True``.
     fold : int, default=0
         Which of the five official folds to load when ``pretrained`` is an official name.
     finetune : bool, default=False
@@ -524,6 +527,10 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             check_anatomy(anatomy, non_negative=True)
 
         module = self._build_module(seed)
+        self._n_train_images = n if train else None
+        saved = getattr(module, "pretrained_config", None)
+        if not train and saved:  # the scaler the frozen weights were trained with
+            self.anatomy_scaler_ = scaler_from_config(saved.get("anatomy_scaler"))
         trained_grid = _recorded_grid(module) if self.pretrained is not None else None
         if target is not None and trained_grid is not None and (
                 trained_grid[0] != tuple(target[0])
@@ -666,6 +673,60 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
                 z = module.encode(x) if self.output == "encoder" else module(x)
                 out.append(z.float().cpu().numpy())
         return np.concatenate(out, axis=0)
+
+    def save_pretrained(self, directory, *, push_to_hub=None, private=None, token=None):
+        """Save the fitted model as a folder others can load, and optionally share it.
+
+        Writes ``model.safetensors`` (the encoder ``encoder.*`` and head ``head.0``,
+        ``head.2``), ``config.json`` (architecture, output, the input grid with its affine,
+        the training method and hyper-parameters, epochs run, the fitted anatomy scaler,
+        library and torch versions, the weights' SHA-256) and a ``README.md`` model card.
+        ``AnatCLEmbedder(pretrained=directory)`` loads it back without unpickling anything,
+        and embeds bit for bit as this embedder does.
+
+        Parameters
+        ----------
+        directory : str or os.PathLike
+            The folder (created if missing; the three files in it are replaced
+            atomically).
+        push_to_hub : str, default=None
+            A Hugging Face Hub repository (``"owner/repo"``, created if missing) to upload
+            the folder to. Needs the ``[hub]`` extra.
+        private : bool, default=None
+            Visibility of a repository created by ``push_to_hub``.
+        token : str, default=None
+            Hub token (default: the one ``huggingface-cli login`` stored).
+
+        Returns
+        -------
+        directory : pathlib.Path
+        """
+        return save_pretrained(self, directory, push_to_hub=push_to_hub, private=private,
+                               token=token)
+
+    def push_to_hub(self, repo_id, *, private=None, token=None, commit_message=None):
+        """Upload the fitted model to the Hugging Face Hub as a saved-model folder.
+
+        Needs the ``[hub]`` extra (``pip install "anatcl-sklearn[hub]"``). Others load it
+        with ``AnatCLEmbedder(pretrained="hf://owner/repo")``.
+
+        Parameters
+        ----------
+        repo_id : str
+            ``"owner/repo"``, created if missing.
+        private : bool, default=None
+            Visibility of a created repository.
+        token : str, default=None
+            Hub token.
+        commit_message : str, default=None
+
+        Returns
+        -------
+        url : str
+            The commit's URL.
+        """
+        return push_to_hub(self, repo_id, private=private, token=token,
+                           commit_message=commit_message)
 
     def __setstate__(self, state):
         # skorch maps a GPU-fitted net to the CPU when CUDA is missing; follow it

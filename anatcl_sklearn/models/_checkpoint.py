@@ -1,5 +1,6 @@
 """Safe loading of AnatCL checkpoints into :class:`AnatCLModel`."""
 
+import _compat_pickle
 import argparse
 import contextlib
 import os
@@ -50,8 +51,9 @@ def load_checkpoint(
 
     Files are read with ``torch.load(weights_only=True)``: only tensors, plain
     containers and ``argparse.Namespace`` are unpickled. A file that would need
-    anything else (for instance a pickle that runs code) is refused; its code
-    is never executed.
+    anything else (for instance a pickle that runs code) is refused, naming
+    what it asked to call; its code is never executed. A file that is not a
+    torch checkpoint at all is recognised from its first bytes and said so.
 
     Parameters
     ----------
@@ -85,9 +87,13 @@ def load_checkpoint(
     TypeError
         If ``path_or_dict`` is neither a path nor a mapping.
     ValueError
-        If the file was refused for safety or cannot be read, if no state dict
-        is found in it, if it belongs to another architecture, or if keys are
-        missing, unexpected (with ``strict=True``) or of the wrong shape.
+        If the file is not a torch checkpoint at all (an HTML page, a text
+        file, an empty file: said from its first bytes), if it was refused for
+        safety (the message names what it asked to call) or cannot be read,
+        if no state dict is found in it, if it belongs to another
+        architecture, if keys are missing, unexpected (with ``strict=True``)
+        or of the wrong shape, or if any weight is NaN or infinite (the first
+        names are listed).
 
     Examples
     --------
@@ -109,8 +115,10 @@ def load_checkpoint(
             "path_or_dict must be a path (str or os.PathLike) or a mapping "
             f"(checkpoint or state dict); got {type(path_or_dict).__name__}."
         )
-    # Built first so that a bad out_dim fails before the file is read.
-    model = AnatCLModel(arch=arch, out_dim=out_dim, normalize=normalize)
+    # Built first so that a bad out_dim fails before the file is read; on the meta device
+    # (no random initialisation, ~1 s saved) when every weight will come from the file.
+    with torch.device("meta") if strict else contextlib.nullcontext():
+        model = AnatCLModel(arch=arch, out_dim=out_dim, normalize=normalize)
     if isinstance(path_or_dict, Mapping):
         source = "the checkpoint dict"
         checkpoint = path_or_dict
@@ -120,7 +128,13 @@ def load_checkpoint(
 
     state_dict = _strip_wrapper_prefixes(_extract_state_dict(checkpoint, source))
     _check_compatible(model, state_dict, arch, strict, source)
-    model.load_state_dict(state_dict, strict=strict)
+    _check_finite(state_dict, source)
+    if strict:  # every tensor is the file's (in float32, as the model's own would be)
+        state_dict = {k: v.float() if torch.is_floating_point(v) else v
+                      for k, v in state_dict.items()}
+        model.load_state_dict(state_dict, strict=True, assign=True)
+    else:
+        model.load_state_dict(state_dict, strict=False)
     model.input_shape = _recorded_input_shape(checkpoint)
     model.input_affine = _recorded_input_affine(checkpoint) if model.input_shape else None
     if isinstance(map_location, (str, torch.device)):
@@ -156,19 +170,12 @@ def _recorded_input_affine(checkpoint):
 def _safe_torch_load(path, map_location):
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint file not found: '{path}'.")
+    _check_looks_like_checkpoint(path)
     try:
         with _allow_globals():
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        allowed = ", ".join(f"{c.__module__}.{c.__qualname__}" for c in _ALLOWED_GLOBALS)
-        raise ValueError(
-            f"Refused to load checkpoint file '{path}' for safety: it pickles "
-            "objects other than tensors, plain Python containers and the "
-            f"allow-listed classes ({allowed}). anatcl_sklearn never executes "
-            "code stored in a checkpoint. If you trust the file, load it "
-            "yourself with torch.load and pass the resulting state dict. "
-            f"Details: {_unpickler_reason(exc)}"
-        ) from exc
+        raise ValueError(_refusal_message(path, exc)) from exc
     except OSError:
         raise  # e.g. permission denied: the system's message names the file
     except Exception as exc:
@@ -176,8 +183,109 @@ def _safe_torch_load(path, map_location):
         # exception types (RuntimeError, EOFError, IndexError, ...).
         raise ValueError(
             f"Could not read '{path}' as a PyTorch checkpoint (is it truncated "
-            f"or not a torch.save file?): {_first_line(exc)}"
+            f"or damaged?): {_first_line(exc).rstrip('.')}. Download or copy it again."
         ) from exc
+
+
+# torch.save writes a zip archive; files from torch < 1.6 (or saved with
+# _use_new_zipfile_serialization=False) are a pickle, protocol 2 or more, whose
+# first byte is the PROTO opcode; torch < 0.4 wrote tar archives.
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTO = b"\x80"
+_HEAD_BYTES = 512
+
+
+def _check_looks_like_checkpoint(path):
+    """Refuse, from its first bytes, a file that cannot be a torch checkpoint."""
+    with open(path, "rb") as fh:
+        head = fh.read(_HEAD_BYTES)
+    if head.startswith((_ZIP_MAGIC, _PICKLE_PROTO)) or head[257:262] == b"ustar":
+        return
+    raise ValueError(
+        f"'{path}' is not a torch checkpoint: it {_describe_head(head)}. A "
+        "checkpoint written by torch.save starts with a zip header (PK) or a "
+        "pickle header; download or copy the file again, or pass the right one."
+    )
+
+
+def _describe_head(head):
+    if not head:
+        return "is empty"
+    stripped = head.lstrip().lower()
+    if stripped.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or (
+        stripped.startswith(b"<") and b"<html" in stripped
+    ):
+        return (
+            "looks like an HTML page (a login or error page saved in place of "
+            "the weights?)"
+        )
+    text = _as_text(head)
+    if text is not None and text.startswith("version https://git-lfs"):
+        return "is a Git LFS pointer, not the file it stands for (run `git lfs pull`)"
+    if text is not None:
+        first = text.strip().splitlines()[0] if text.strip() else text
+        shown = first[:40] + ("..." if len(first) > 40 else "")
+        return f"is a text file starting with {shown!r}"
+    return f"starts with bytes {head[:8].hex(' ')}"
+
+
+def _as_text(head):
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # A multi-byte character cut by the end of the read is still text.
+        if exc.start < len(head) - 3:
+            return None
+        text = head[: exc.start].decode("utf-8")
+    if all(c.isprintable() or c in "\t\n\r\f\v" for c in text):
+        return text
+    return None
+
+
+# torch names the refused callable as "GLOBAL module.name" (torch >= 2.4);
+# the REDUCE variant prints the function object itself.
+_GLOBAL = re.compile(r"GLOBAL\s+([A-Za-z_][\w.]*\w)")
+_REDUCE = re.compile(r"call reduce for unrecognized function\s+(.+?)(?:\s+which belongs|$)")
+
+
+def _refused_global(exc):
+    text = _strip_ansi(str(exc))
+    match = _GLOBAL.search(text)
+    if match:
+        return match.group(1)
+    match = _REDUCE.search(text)
+    return match.group(1).strip() if match else None
+
+
+def _python3_name(name):
+    """The Python 3 name of a global a protocol-2 pickle spells the Python 2 way."""
+    module, _, attr = name.rpartition(".")
+    if (module, attr) in _compat_pickle.NAME_MAPPING:
+        return ".".join(_compat_pickle.NAME_MAPPING[(module, attr)])
+    if module in _compat_pickle.IMPORT_MAPPING:
+        return f"{_compat_pickle.IMPORT_MAPPING[module]}.{attr}"
+    return name
+
+
+def _refusal_message(path, exc):
+    allowed = ", ".join(f"{c.__module__}.{c.__qualname__}" for c in _ALLOWED_GLOBALS)
+    name = _refused_global(exc)
+    if name is not None:
+        real = _python3_name(name)
+        spelled = f" (spelled {name} in the file)" if real != name else ""
+        why = f"it asks to call {real}{spelled}, which anatcl_sklearn never does"
+    else:
+        why = f"its pickle was refused ({_unpickler_reason(exc)})"
+    # No "re-run with weights_only=False": for a file that calls os.system
+    # that advice would run the attacker's code.
+    return (
+        f"Refused to load checkpoint file '{path}' for safety: {why}. An "
+        "AnatCL checkpoint holds only tensors, plain Python containers and "
+        f"{allowed}; nothing in this file was run (anatcl_sklearn never "
+        "executes code stored in a checkpoint). If you wrote the file yourself, "
+        "save only the model's weights, torch.save(model.state_dict(), path), "
+        "and load those; otherwise delete it."
+    )
 
 
 def _allow_globals():
@@ -193,13 +301,16 @@ def _unpickler_reason(exc):
     # torch's message is a page of advice; the reason is on one line of it.
     text = _strip_ansi(str(exc))
     marker = "WeightsUnpickler error:"
-    if marker not in text:
-        return _first_line(exc)
-    reason = text.split(marker, 1)[1]
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    else:
+        # torch >= 2.6 opens with advice to re-run with weights_only=False,
+        # then gives the reason after a blank line.
+        blocks = [b for b in re.split(r"\n\s*\n", text) if b.strip()]
+        text = blocks[1] if len(blocks) > 1 else (blocks[0] if blocks else type(exc).__name__)
     for tail in ("Check the documentation", ". Please"):
-        reason = reason.split(tail, 1)[0]
-    return " ".join(reason.split()).rstrip(".") + "."
-
+        text = text.split(tail, 1)[0]
+    return " ".join(text.split()).rstrip(".") or type(exc).__name__
 
 
 def _strip_ansi(text):
@@ -267,6 +378,22 @@ def _infer_arch(state_dict):
         return None
     # ResNet-34 has three blocks in its first stage, ResNet-18 two.
     return "resnet34" if "layer1.2.conv1.weight" in keys else "resnet18"
+
+
+def _check_finite(state_dict, source):
+    """Refuse weights holding NaN or infinity: every embedding would be NaN."""
+    bad = [
+        k
+        for k, v in state_dict.items()
+        if (v.is_floating_point() or v.is_complex()) and not bool(torch.isfinite(v).all())
+    ]
+    if bad:
+        raise ValueError(
+            f"Cannot load {source}: {len(bad)} tensor(s) hold NaN or infinite "
+            f"values, {_listing(bad)}. The weights are damaged (or come from a "
+            "diverged training run); download or copy them again, or use another "
+            "checkpoint."
+        )
 
 
 def _listing(keys):

@@ -1,9 +1,11 @@
-"""Registry, download cache and resolution of the official AnatCL weights."""
+"""Registry, verified download cache and resolution of the official AnatCL weights."""
 
+import errno
 import numbers
 import os
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -13,6 +15,9 @@ from types import MappingProxyType
 
 from ._anatcl_model import AnatCLModel
 from ._checkpoint import load_checkpoint
+from .._atomic import new_file_mode
+from ._digest import file_sha256, read_digest, write_digest
+from ._transfer import FetchFailed, fetch_with_retries
 
 __all__ = ["OFFICIAL_WEIGHTS", "fetch_official_weights", "resolve_pretrained"]
 
@@ -20,8 +25,8 @@ CACHE_ENV_VAR = "ANATCL_SKLEARN_CACHE"
 URL_ENV_VAR = "ANATCL_SKLEARN_WEIGHTS_URL"
 
 _N_FOLDS = 5
-_TIMEOUT_S = 60
-_CHUNK_BYTES = 1 << 20
+# Partial downloads left by a killed process are removed after this long.
+_STALE_PART_S = 24 * 3600
 
 # The URLs listed by the reference package (carloalbertobarbano/AnatCL,
 # anatcl/anatcl.py, WEIGHTS_URLS["anatcl-g3"]["resnet18"]). They differ only
@@ -34,17 +39,34 @@ _URL_PATTERN = (
     "trial0/weights.pth"
 )
 
+# The SHA-256 of each fold's file, once someone has checked the released
+# files (e.g. against the reference package): a filled value is checked on
+# every use of the cached file and after every download, whatever url= says
+# (a mirror must serve the same bytes). None: not known yet; the cache then
+# relies on the digest it recorded itself when it downloaded the file.
+_SHA256 = {
+    "global": (None,) * _N_FOLDS,
+    "local": (None,) * _N_FOLDS,
+}
+
 
 def _entry(descriptor, description):
     urls = tuple(
         _URL_PATTERN.format(descriptor=descriptor, fold=fold) for fold in range(_N_FOLDS)
     )
     return MappingProxyType(
-        {"arch": "resnet18", "out_dim": 128, "description": description, "urls": urls}
+        {
+            "arch": "resnet18",
+            "out_dim": 128,
+            "description": description,
+            "urls": urls,
+            "sha256": tuple(_SHA256[descriptor]),
+        }
     )
 
 
-# Read-only: name -> {"arch", "out_dim", "description", "urls" (one per fold)}.
+# Read-only: name -> {"arch", "out_dim", "description", "urls" (one per
+# fold), "sha256" (one per fold: 64 hex digits, or None when not known)}.
 OFFICIAL_WEIGHTS = MappingProxyType(
     {
         "anatcl-global": _entry(
@@ -106,15 +128,33 @@ def _resolve_url(name, fold, url):
     return url
 
 
+def _expected_sha256(name, fold):
+    digest = OFFICIAL_WEIGHTS[name].get("sha256", (None,) * (fold + 1))[fold]
+    return digest.lower() if isinstance(digest, str) else None
+
+
 def fetch_official_weights(name, fold=0, *, cache_dir=None, url=None, progress=True):
     """Download official AnatCL weights once and return the cached file.
 
     Each (name, fold) is cached under its own file name,
     ``<cache_dir>/<name>_fold<fold>.pth``: the official URLs all end in the
     same ``weights.pth``, so a cache keyed on the URL's file name would serve
-    fold 0 for every fold. A file already in the cache is returned without any
-    network access. Downloads go to a temporary file in the cache directory
-    that is renamed into place only when complete.
+    fold 0 for every fold. Beside it, ``<name>_fold<fold>.pth.sha256``
+    records its SHA-256 (``sha256sum`` format).
+
+    A cached file is checked before every use: its SHA-256 must be the one
+    listed in :data:`OFFICIAL_WEIGHTS` (when the registry lists one) or else
+    the one recorded when it was downloaded. A file that fails the check
+    (truncated, damaged, or without a recorded digest because an older
+    version or an interrupted run left it) is downloaded again, once, with a
+    one-line note on standard error. A file that passes is returned without
+    any network access.
+
+    Downloads are tried 3 times with a short pause in between; over HTTP(S)
+    a retry resumes where the previous attempt stopped when the server
+    supports it. They go to a temporary ``.part`` file in the cache directory
+    that is renamed into place only when complete and checked, and that is
+    removed on any failure (including an interrupt).
 
     Parameters
     ----------
@@ -130,9 +170,11 @@ def fetch_official_weights(name, fold=0, *, cache_dir=None, url=None, progress=T
         a local copy (``file://`` URL or plain path). ``{name}`` and
         ``{fold}`` in it are replaced. Defaults to the
         ``ANATCL_SKLEARN_WEIGHTS_URL`` environment variable (same template
-        syntax), else the official URL.
+        syntax), else the official URL. A digest listed in the registry is
+        checked whatever the source.
     progress : bool, default=True
-        Whether to print a progress line on standard error while downloading.
+        Whether to show a progress line while downloading. It is shown only
+        when standard error is a terminal, never in a log file.
 
     Returns
     -------
@@ -144,8 +186,9 @@ def fetch_official_weights(name, fold=0, *, cache_dir=None, url=None, progress=T
     ValueError
         If ``name`` or ``fold`` is not valid.
     OSError
-        If the download fails; the message says where to put the file by
-        hand.
+        If the cache directory is not writable, if the download fails (the
+        message says how to supply the file by hand), or if the downloaded
+        file does not have the SHA-256 listed in the registry.
 
     Examples
     --------
@@ -156,65 +199,145 @@ def fetch_official_weights(name, fold=0, *, cache_dir=None, url=None, progress=T
     cache = _resolve_cache_dir(cache_dir)
     source = _resolve_url(name, fold, url)
     target = cache / f"{name}_fold{fold}.pth"
+    expected = _expected_sha256(name, fold)
+    problem = None
     if target.is_file():
-        return target
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OSError(
-            f"Cannot create the weights cache directory '{cache}': {exc}. Choose "
-            f"another one with cache_dir= or the {CACHE_ENV_VAR} environment "
-            "variable."
-        ) from exc
-    _download(source, target, progress, label=f"{name} fold {fold}")
+        problem = _cached_problem(target, expected)
+        if problem is None:
+            return target
+        _note(f"anatcl_sklearn: the cached file '{target}' {problem}; downloading it again.")
+    _prepare_cache(cache)
+    _remove_stale_parts(cache)
+    _download(source, target, expected, progress, f"{name} fold {fold}", problem)
     return target
 
 
-def _download(source, target, progress, label):
-    fd, tmp_name = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.name}.", suffix=".part"
+def _note(line):
+    stream = sys.stderr
+    if stream is not None:
+        stream.write(line + "\n")
+        stream.flush()
+
+
+def _cached_problem(target, expected):
+    """Why a cached file cannot be used as it is, or None when it is verified."""
+    recorded = read_digest(target)
+    if expected is None and recorded is None:
+        return (
+            "has no recorded SHA-256 (left by an older version of anatcl_sklearn "
+            "or an interrupted run), so it cannot be verified"
+        )
+    try:
+        actual = file_sha256(target)
+    except OSError as exc:
+        raise OSError(
+            f"Cannot read the cached weights '{target}': {exc}. Check its "
+            f"permissions, or choose another cache with cache_dir= or the "
+            f"{CACHE_ENV_VAR} environment variable."
+        ) from exc
+    if expected is not None and actual != expected:
+        return (
+            f"has SHA-256 {actual}, not the {expected} listed in the registry "
+            "(damaged or truncated)"
+        )
+    if expected is None and actual != recorded:
+        return (
+            f"has SHA-256 {actual}, not the {recorded} recorded when it was "
+            "downloaded (damaged or truncated)"
+        )
+    return None
+
+
+def _cache_error(cache, reason):
+    return OSError(
+        f"The weights cache directory '{cache}' is not writable or cannot be "
+        f"created ({reason}). Choose another one with cache_dir= or the "
+        f"{CACHE_ENV_VAR} environment variable."
     )
-    tmp = Path(tmp_name)
+
+
+def _prepare_cache(cache):
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _cache_error(cache, exc.strerror or type(exc).__name__) from exc
+    if not os.access(cache, os.W_OK | os.X_OK):
+        raise _cache_error(cache, os.strerror(errno.EACCES))
+
+
+def _remove_stale_parts(cache):
+    """Best effort: delete partial files a killed process left over a day ago.
+
+    They are never resumed: another process may still be writing one, and a
+    killed one may have left anything in it.
+    """
+    cutoff = time.time() - _STALE_PART_S
+    try:
+        leftovers = [*cache.glob(".*.part"), *cache.glob(".*.sha256.*.tmp")]
+    except OSError:
+        return
+    for path in leftovers:
+        try:
+            if path.lstat().st_mtime < cutoff:
+                path.unlink()
+        except OSError:
+            pass
+
+
+def _download(source, target, expected, progress, label, problem):
+    cache = target.parent
+    try:
+        fd, part_name = tempfile.mkstemp(dir=cache, prefix=f".{target.name}.", suffix=".part")
+    except OSError as exc:
+        if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
+            raise _cache_error(cache, exc.strerror or type(exc).__name__) from exc
+        raise
+    part = Path(part_name)
+    stale = ""
+    if problem is not None:
+        stale = (
+            f" The cached '{target}' was not used: it {problem}."
+            if expected is not None or read_digest(target) is not None
+            else f" The cached '{target}' was not used: it {problem}; if you "
+            f"trust it, record its digest by running `sha256sum {target.name} > "
+            f"{target.name}.sha256` in '{cache}'."
+        )
     try:
         try:
-            with os.fdopen(fd, "wb") as out:
-                _copy_url(source, out, progress, label)
-        except (OSError, ValueError) as exc:
+            with os.fdopen(fd, "r+b") as out:
+                fetch_with_retries(source, out, progress, label)
+                out.flush()
+                os.fsync(out.fileno())
+        except FetchFailed as exc:
+            tries = f" after {exc.attempts} attempts" if exc.attempts > 1 else ""
             raise OSError(
-                f"Could not download the AnatCL weights {label} from {source}: "
-                f"{exc}. Download the file by hand (e.g. with a browser) and "
-                f"save it as '{target}', or point url= or the {URL_ENV_VAR} "
-                "environment variable to a reachable copy."
-            ) from exc
-        _check_not_html(tmp, source, target)
-        os.replace(tmp, target)
+                f"Could not download the AnatCL weights {label} from {source}"
+                f"{tries}: {exc.reason}. Download the file by hand (e.g. with a "
+                "browser) and pass its path as url= (or in the "
+                f"{URL_ENV_VAR} environment variable): it is then copied to "
+                f"'{target}' with its SHA-256 recorded.{stale}"
+            ) from exc.reason
+        _check_not_html(part, source, target)
+        actual = file_sha256(part)
+        if expected is not None and actual != expected:
+            damaged = (
+                f" Delete the damaged cached copy '{target}' as well."
+                if target.exists()
+                else ""
+            )
+            raise OSError(
+                f"Refused to cache '{target}': the file downloaded from {source} "
+                f"has SHA-256 {actual}, but the registry expects {expected} for "
+                f"the AnatCL weights {label}. Nothing was kept. Check that the URL "
+                f"(url= or the {URL_ENV_VAR} environment variable) serves the "
+                f"official file, byte for byte.{damaged}"
+            )
+        # mkstemp creates 0600; the cache gets the mode of any new file.
+        os.chmod(part, new_file_mode())
+        os.replace(part, target)
     finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _copy_url(source, out, progress, label):
-    with urllib.request.urlopen(source, timeout=_TIMEOUT_S) as response:
-        total = response.headers.get("Content-Length")
-        total = int(total) if total and total.isdigit() else None
-        done = 0
-        while chunk := response.read(_CHUNK_BYTES):
-            out.write(chunk)
-            done += len(chunk)
-            if progress:
-                _report(label, done, total)
-        if progress:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-    if total is not None and done != total:
-        raise OSError(f"incomplete download ({done} of {total} bytes)")
-
-
-def _report(label, done, total):
-    size = f"{done / 1e6:.1f} MB"
-    if total:
-        size += f" / {total / 1e6:.1f} MB ({100 * done / total:.0f}%)"
-    sys.stderr.write(f"\rDownloading AnatCL weights {label}: {size}")
-    sys.stderr.flush()
+        part.unlink(missing_ok=True)
+    write_digest(target, hexdigest=actual)
 
 
 def _check_not_html(path, source, target):
@@ -223,11 +346,13 @@ def _check_not_html(path, source, target):
     with open(path, "rb") as fh:
         head = fh.read(512).lstrip().lower()
     if not head:
-        raise OSError(f"The download from {source} is empty; nothing was cached.")
+        raise OSError(f"The download from {source} is empty; nothing was cached in '{target}'.")
     if head.startswith((b"<!doctype", b"<html", b"<?xml", b"<head")):
         raise OSError(
-            f"The download from {source} is a web page, not a checkpoint. "
-            f"Download the weights by hand and save them as '{target}'."
+            f"The download from {source} is a web page, not a checkpoint; "
+            f"nothing was cached in '{target}'. Download the weights by hand "
+            "(e.g. with a browser, after signing in if the page asks) and pass "
+            f"their path as url= (or in the {URL_ENV_VAR} environment variable)."
         )
 
 
@@ -239,9 +364,14 @@ def resolve_pretrained(pretrained, *, fold=0, arch="resnet18"):
     pretrained : str, os.PathLike, Mapping or AnatCLModel
         One of:
 
-        - an official name (``"anatcl-global"`` or ``"anatcl-local"``):
-          the weights of fold ``fold`` are fetched (once) with
-          :func:`fetch_official_weights` and loaded;
+        - an official name (``"anatcl-global"`` or ``"anatcl-local"``): the checkpoint of
+          fold ``fold`` is fetched (once, verified) with :func:`fetch_official_weights`,
+          converted once into a saved-model folder beside it, and read from safetensors;
+        - a saved-model folder (``model.safetensors`` + ``config.json``, as written by
+          ``AnatCLEmbedder.save_pretrained`` or ``anatcl-sklearn convert``), read with no
+          unpickling;
+        - ``"hf://owner/repo"`` or ``"hf://owner/repo@revision"``: such a folder on the
+          Hugging Face Hub (needs the ``[hub]`` extra);
         - a path of a checkpoint file;
         - a checkpoint or state dict in memory;
         - an :class:`AnatCLModel`, returned unchanged (``fold`` and ``arch``
@@ -249,22 +379,27 @@ def resolve_pretrained(pretrained, *, fold=0, arch="resnet18"):
     fold : int, default=0
         Fold of the official weights, 0 to 4. Used only with an official name.
     arch : {"resnet18", "resnet34", "resnet50"}, default="resnet18"
-        Encoder architecture of a path or dict. The official weights are
-        ResNet-18; another ``arch`` with an official name is an error.
+        Encoder architecture of a checkpoint path or dict (a saved folder records its own).
+        The official weights are ResNet-18; another ``arch`` with an official name is an
+        error.
 
     Returns
     -------
     model : AnatCLModel
-        The loaded model, in eval mode (unless an AnatCLModel was given).
+        The loaded model, in eval mode (unless an AnatCLModel was given). A model read from
+        a saved folder carries its config as ``model.pretrained_config``.
 
     Raises
     ------
     TypeError
         If ``pretrained`` is of any other type (including None and bool).
     FileNotFoundError
-        If a string is neither an official name nor an existing file.
+        If a string is neither an official name, a Hub reference nor an existing file or
+        saved-model folder.
     ValueError
         If the fold or architecture is invalid, or the weights do not fit.
+    ImportError
+        For a Hub reference without the ``[hub]`` extra.
 
     Examples
     --------
@@ -273,9 +408,14 @@ def resolve_pretrained(pretrained, *, fold=0, arch="resnet18"):
     >>> model.arch
     'resnet18'
     """
+    from ._hub import download_from_hub, is_hub_spec
+    from ._saved import is_model_dir, load_model_dir
+
     if isinstance(pretrained, AnatCLModel):
         return pretrained
     if isinstance(pretrained, str) and pretrained in OFFICIAL_WEIGHTS:
+        from ._convert import official_model_dir
+
         entry = OFFICIAL_WEIGHTS[pretrained]
         if arch != entry["arch"]:
             raise ValueError(
@@ -283,20 +423,37 @@ def resolve_pretrained(pretrained, *, fold=0, arch="resnet18"):
                 f"got arch={arch!r}."
             )
         path = fetch_official_weights(pretrained, fold)
-        return load_checkpoint(path, arch=entry["arch"], out_dim=entry["out_dim"])
+        return official_model_dir(pretrained, fold, path, entry)
+    if is_hub_spec(pretrained):
+        return _from_saved(load_model_dir(download_from_hub(pretrained)))
     if isinstance(pretrained, (str, os.PathLike)):
         path = Path(pretrained).expanduser()
+        if is_model_dir(path):
+            return _from_saved(load_model_dir(path))
+        if path.is_dir():
+            raise FileNotFoundError(
+                f"pretrained={os.fspath(pretrained)!r} is a folder without a saved model: "
+                "expected model.safetensors and config.json in it (written by "
+                "AnatCLEmbedder.save_pretrained or anatcl-sklearn convert)."
+            )
         if not path.is_file():
             raise FileNotFoundError(
                 f"pretrained={os.fspath(pretrained)!r} is neither an existing "
-                "checkpoint file nor an official weights name "
-                f"({', '.join(OFFICIAL_WEIGHTS)})."
+                "checkpoint file or saved-model folder, a Hub reference (hf://owner/repo) "
+                f"nor an official weights name ({', '.join(OFFICIAL_WEIGHTS)})."
             )
         return load_checkpoint(path, arch=arch)
     if isinstance(pretrained, Mapping):
         return load_checkpoint(pretrained, arch=arch)
     raise TypeError(
         "pretrained must be an official weights name "
-        f"({', '.join(OFFICIAL_WEIGHTS)}), a checkpoint path, a checkpoint or "
-        f"state dict, or an AnatCLModel; got {type(pretrained).__name__}."
+        f"({', '.join(OFFICIAL_WEIGHTS)}), a saved-model folder, a Hub reference "
+        "(hf://owner/repo), a checkpoint path, a checkpoint or state dict, or an "
+        f"AnatCLModel; got {type(pretrained).__name__}."
     )
+
+
+def _from_saved(loaded):
+    model, config = loaded
+    model.pretrained_config = config
+    return model

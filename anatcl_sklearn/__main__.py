@@ -1,0 +1,8 @@
+"""``python -m anatcl_sklearn [embed|convert] ...``: see :mod:`anatcl_sklearn.cli`."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

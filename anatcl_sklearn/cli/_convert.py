@@ -1,0 +1,64 @@
+"""``anatcl-sklearn convert CHECKPOINT OUT_DIR``: a torch checkpoint to a saved-model folder."""
+
+import argparse
+import os
+import sys
+
+PROG = "anatcl-sklearn convert"
+
+
+def build_parser():
+    """The argument parser of ``anatcl-sklearn convert``."""
+    from ..models import ARCHITECTURES
+
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Convert a torch checkpoint (the released AnatCL .pth files, "
+                    "train_distributed's output, or a state dict) into a saved-model folder: "
+                    "model.safetensors + config.json + README.md, loadable with "
+                    "AnatCLEmbedder(pretrained=OUT_DIR) without unpickling anything.",
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="the .pt/.pth file")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="the folder to write (created if missing)")
+    p.add_argument("--arch", choices=list(ARCHITECTURES), default="resnet18",
+                   help="encoder architecture of the weights (default resnet18)")
+    p.add_argument("--out-dim", type=_positive_int, default=128,
+                   help="projection head output size (default 128)")
+    p.add_argument("--force", action="store_true",
+                   help="replace the files of an existing saved model in OUT_DIR")
+    return p
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1; got {value}")
+    return value
+
+
+def main(argv=None):
+    """Run ``anatcl-sklearn convert``; 0 on success, 2 on a user error (one line on stderr)."""
+    from ..models import convert_checkpoint
+    from ..models._saved import CONFIG_NAME, WEIGHTS_NAME
+
+    args = build_parser().parse_args(sys.argv[2:] if argv is None else argv)
+    out = os.path.abspath(os.path.expanduser(args.out_dir))
+    try:
+        if os.path.exists(out) and not os.path.isdir(out):
+            raise ValueError(f"OUT_DIR {out!r} exists and is not a folder.")
+        existing = [n for n in (WEIGHTS_NAME, CONFIG_NAME)
+                    if os.path.lexists(os.path.join(out, n))]
+        if existing and not args.force:
+            raise ValueError(f"{out!r} already holds a saved model ({', '.join(existing)}); "
+                             "pass --force to replace it.")
+        config = convert_checkpoint(args.checkpoint, out, arch=args.arch, out_dim=args.out_dim)
+    except (ValueError, TypeError, OSError) as exc:
+        message = " ".join(str(exc).split())
+        sys.stderr.write(f"{PROG}: error: {message}\n")
+        return 2
+    print(f"wrote {out} ({WEIGHTS_NAME} sha256 {config['weights_sha256'][:12]}..., "
+          f"{CONFIG_NAME}, README.md)")
+    return 0

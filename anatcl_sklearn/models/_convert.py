@@ -1,0 +1,99 @@
+"""Torch checkpoints to saved-model folders: ``anatcl-sklearn convert`` and the official cache.
+
+A released AnatCL file (``torch.save`` of ``{"opts": Namespace, "model": ...}``, possibly with
+``module.`` prefixes) or one of ours is read once with the safe loader
+(:func:`~anatcl_sklearn.models.load_checkpoint`: weights-only, allow-listed Namespace) and
+written as ``model.safetensors`` + ``config.json`` + ``README.md``; from then on it loads
+without any unpickling.
+"""
+
+import argparse
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from ._card import model_card
+from ._checkpoint import load_checkpoint
+from ._saved import is_model_dir, load_model_dir, save_model_dir
+
+__all__ = ["convert_checkpoint", "official_model_dir"]
+
+
+def convert_checkpoint(checkpoint, out_dir, *, arch="resnet18", out_dim=128, extra=None):
+    """Convert a torch checkpoint into a saved-model folder.
+
+    Parameters
+    ----------
+    checkpoint : str or os.PathLike
+        A checkpoint file: the released AnatCL format, ``train_distributed``'s, or a bare
+        state dict (read with :func:`load_checkpoint`, which never runs pickled code).
+    out_dir : str or os.PathLike
+        The folder to write (created if missing).
+    arch : {"resnet18", "resnet34", "resnet50"}, default="resnet18"
+        Encoder architecture of the weights.
+    out_dim : int, default=128
+        Output size of the projection head.
+    extra : dict, default=None
+        More entries for the config's ``training`` section (e.g. the official name and fold).
+
+    Returns
+    -------
+    config : dict
+        The config written to ``out_dir/config.json``.
+
+    Examples
+    --------
+    >>> from anatcl_sklearn.models import convert_checkpoint
+    >>> convert_checkpoint("weights.pth", "anatcl-global-fold0")  # doctest: +SKIP
+    """
+    if not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError(f"checkpoint must be a path; got {type(checkpoint).__name__}.")
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint file not found: '{path}'.")
+    model = load_checkpoint(path, arch=arch, out_dim=out_dim)
+    opts = _read_opts(path)
+    training = dict(method=opts.get("method"), descriptor=opts.get("descriptor"),
+                    converted_from=path.name)
+    if opts:
+        training["source_opts"] = opts
+    training.update(extra or {})
+    if not training.get("data"):
+        training["data"] = opts.get("data") or "not recorded in the checkpoint"
+    return save_model_dir(out_dir, model, dict(training=training), model_card)
+
+
+def _read_opts(path):
+    """The checkpoint's ``opts`` as a plain dict of builtins (empty when absent)."""
+    from ._checkpoint import _safe_torch_load
+
+    checkpoint = _safe_torch_load(path, "cpu")
+    opts = checkpoint.get("opts") if isinstance(checkpoint, Mapping) else None
+    if isinstance(opts, argparse.Namespace):
+        opts = vars(opts)
+    if not isinstance(opts, Mapping):
+        return {}
+    return {str(k): v for k, v in opts.items()
+            if v is None or isinstance(v, (bool, int, float, str, list, tuple))}
+
+
+def official_model_dir(name, fold, checkpoint_path, entry):
+    """The converted folder of an official checkpoint, converted on first use.
+
+    The folder sits beside the downloaded file (``<cache>/<name>_fold<k>/``). A folder whose
+    weights no longer match its config's digest is converted again, once, from the checked
+    download.
+    """
+    folder = Path(checkpoint_path).with_suffix("")
+    extra = dict(method="anatcl", official_name=name, fold=int(fold),
+                 description=entry.get("description"),
+                 data="OpenBHB (healthy subjects), CAT12 VBM maps, 121x145x121 at 1.5 mm",
+                 source_url=entry["urls"][fold])
+    if is_model_dir(folder):
+        try:
+            return load_model_dir(folder)[0]
+        except ValueError:
+            pass  # damaged or from another version: convert again below
+    convert_checkpoint(checkpoint_path, folder, arch=entry["arch"], out_dim=entry["out_dim"],
+                       extra=extra)
+    return load_model_dir(folder)[0]

@@ -1,0 +1,312 @@
+"""The saved-model folder: ``model.safetensors`` + ``config.json`` + a ``README.md`` model card.
+
+The field's convention for sharing weights (Hugging Face, braindecode, nidl): tensors in
+safetensors (no pickle: loading runs no code), everything needed to rebuild and use the model
+in a JSON config, and a human-readable card. This module is the one reader
+(:func:`load_model_dir`) and writer (:func:`save_model_dir`) of that folder; the estimator, the
+checkpoint converter and the official weights' cache all go through it.
+"""
+
+import datetime
+import json
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._atomic import atomic_write, atomic_write_text
+from ._anatcl_model import AnatCLModel
+from ._resnet3d import ARCHITECTURES
+
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "CARD_NAME", "is_model_dir", "load_model_dir",
+           "save_model_dir"]
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+CARD_NAME = "README.md"
+FORMAT = "anatcl-sklearn/saved-model"
+FORMAT_VERSION = 1
+_N_LISTED = 5
+
+
+def is_model_dir(path):
+    """Whether ``path`` is a folder holding a saved model (config and weights)."""
+    p = Path(path)
+    return p.is_dir() and (p / CONFIG_NAME).is_file() and (p / WEIGHTS_NAME).is_file()
+
+
+# -- writing ----------------------------------------------------------------------------
+
+
+def save_model_dir(directory, model, config, card):
+    """Write a saved-model folder: weights, config (completed here) and model card.
+
+    Parameters
+    ----------
+    directory : str or os.PathLike
+        Created if missing (with its parents). Each of the three files is written to a
+        temporary file in the folder and renamed into place; a symbolic link at a file's
+        path is replaced, never followed. Other files in the folder are left alone.
+    model : AnatCLModel
+        The weights to save (encoder and head).
+    config : dict
+        JSON-serialisable description of how the model was made (``training``,
+        ``anatomy_scaler``, ``output`` ...); ``format``, ``model``, ``input``, ``weights_sha256``
+        and ``versions`` are filled in here from ``model``.
+    card : str or callable
+        The model card text, or a function of the completed config returning it.
+
+    Returns
+    -------
+    config : dict
+        The config as written.
+    """
+    from safetensors.torch import save_file
+
+    directory = _prepare_dir(directory)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    _refuse_non_finite(state, "the model to save")
+    from ._digest import file_sha256
+
+    digests = []
+
+    def write_weights(tmp):
+        save_file(state, tmp, metadata={"format": FORMAT})
+        digests.append(file_sha256(tmp))
+
+    # the weights first: a config never describes weights that are not there yet
+    atomic_write(directory / WEIGHTS_NAME, write_weights)
+    digest = digests[0]
+    full = dict(config)
+    full.update(
+        format=FORMAT,
+        format_version=FORMAT_VERSION,
+        model=dict(arch=model.arch, out_dim=int(model.out_dim),
+                   normalize=bool(model.normalize), n_features=int(model.n_features),
+                   n_parameters=int(sum(v.numel() for k, v in state.items()
+                                        if not k.endswith(("running_mean", "running_var",
+                                                           "num_batches_tracked"))))),
+        input=_input_section(getattr(model, "input_shape", None),
+                             getattr(model, "input_affine", None)),
+        weights_sha256=digest,
+        versions=_versions(),
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    )
+    text = json.dumps(_jsonable(full), indent=2, sort_keys=False) + "\n"
+    card_text = card(full) if callable(card) else str(card)
+    atomic_write_text(directory / CONFIG_NAME, text)
+    atomic_write_text(directory / CARD_NAME, card_text)
+    return full
+
+
+def _prepare_dir(directory):
+    if not isinstance(directory, (str, os.PathLike)):
+        raise TypeError(f"directory must be a path; got {type(directory).__name__}.")
+    directory = Path(directory).expanduser()
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"'{directory}' exists and is not a folder; a saved model is a folder "
+                         f"({WEIGHTS_NAME}, {CONFIG_NAME}, {CARD_NAME}).")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"Cannot create the folder '{directory}': {exc}") from exc
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise OSError(f"The folder '{directory}' is not writable.")
+    return directory
+
+
+def _input_section(shape, affine):
+    if shape is None:
+        from ..images import OPENBHB_AFFINE, OPENBHB_SHAPE
+
+        shape, affine = OPENBHB_SHAPE, OPENBHB_AFFINE  # the released weights' grid
+    section = dict(shape=[int(s) for s in shape], affine=None, voxel_size=None, orientation=None)
+    if affine is not None:
+        from ..images._grid import axcodes, zooms_of_affine
+
+        affine = np.asarray(affine, dtype=np.float64)
+        section.update(affine=affine.tolist(), voxel_size=list(zooms_of_affine(affine)),
+                       orientation=axcodes(affine))
+    return section
+
+
+def _versions():
+    from .._version import __version__
+
+    return dict(anatcl_sklearn=__version__, torch=torch.__version__,
+                python=platform.python_version())
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return str(obj)
+
+
+# -- reading ----------------------------------------------------------------------------
+
+
+def load_model_dir(directory, map_location="cpu"):
+    """Load a saved-model folder, with no unpickling at all.
+
+    ``config.json`` is parsed as JSON and validated (format, architecture, output size,
+    input grid); ``model.safetensors`` is read with safetensors and checked against the
+    config's digest, the architecture's parameter names and shapes, and for NaN or inf.
+
+    Parameters
+    ----------
+    directory : str or os.PathLike
+        The folder :func:`save_model_dir` (or ``AnatCLEmbedder.save_pretrained``) wrote.
+    map_location : str or torch.device, default="cpu"
+        Device of the returned model.
+
+    Returns
+    -------
+    model : AnatCLModel
+        In eval mode, with ``input_shape`` and ``input_affine`` from the config.
+    config : dict
+        The parsed config.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the folder or one of its two files is missing.
+    ValueError
+        If the config is not valid JSON or holds values that do not describe an AnatCL model,
+        or the weights do not match it (digest, names, shapes, non-finite values); the
+        message names the file and the value.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    directory = Path(directory).expanduser()
+    config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"'{path}' not found: a saved model folder holds "
+                                    f"{WEIGHTS_NAME} and {CONFIG_NAME}.")
+    config = _read_config(config_path)
+    arch, out_dim, normalize, shape, affine = _validate_config(config, config_path)
+    expected = config.get("weights_sha256")
+    if expected is not None:
+        from ._digest import file_sha256
+
+        actual = file_sha256(weights_path)
+        if actual != expected:
+            raise ValueError(
+                f"'{weights_path}' does not match its config: SHA-256 {actual}, but "
+                f"{CONFIG_NAME} records {expected}. The file was changed or damaged after it "
+                "was saved; save or download the model again.")
+    try:
+        state = load_file(str(weights_path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ValueError(f"Could not read '{weights_path}' as safetensors: {exc}") from exc
+    with torch.device("meta"):  # every tensor comes from the file: no random initialisation
+        model = AnatCLModel(arch, out_dim=out_dim, normalize=normalize)
+    _check_state(model, state, weights_path)
+    state = {k: v.float() if torch.is_floating_point(v) else v for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    model.input_shape = shape
+    model.input_affine = affine
+    return model.to(map_location).eval(), config
+
+
+def _read_config(path):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            config = json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"'{path}' is not valid JSON: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ValueError(f"'{path}' must hold a JSON object; got {type(config).__name__}.")
+    return config
+
+
+def _validate_config(config, path):
+    def bad(what, value, expected):
+        return ValueError(f"'{path}': {what} is {value!r}; expected {expected}.")
+
+    if config.get("format") != FORMAT:
+        raise bad("format", config.get("format"), repr(FORMAT))
+    version = config.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
+        raise bad("format_version", version,
+                  f"an integer <= {FORMAT_VERSION} (a newer anatcl-sklearn wrote this folder?"
+                  " upgrade anatcl-sklearn)")
+    model = config.get("model")
+    if not isinstance(model, dict):
+        raise bad("model", model, "an object with arch, out_dim and normalize")
+    arch = model.get("arch")
+    if arch not in ARCHITECTURES:
+        raise bad("model.arch", arch, f"one of {list(ARCHITECTURES)}")
+    out_dim = model.get("out_dim")
+    if not isinstance(out_dim, int) or isinstance(out_dim, bool) or out_dim < 1:
+        raise bad("model.out_dim", out_dim, "a positive integer")
+    normalize = model.get("normalize", True)
+    if not isinstance(normalize, bool):
+        raise bad("model.normalize", normalize, "true or false")
+    section = config.get("input") or {}
+    if not isinstance(section, dict):
+        raise bad("input", section, "an object with shape and affine")
+    shape = section.get("shape")
+    if shape is not None:
+        if (not isinstance(shape, list) or len(shape) != 3
+                or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)):
+            raise bad("input.shape", shape, "3 positive integers")
+        shape = tuple(shape)
+    affine = section.get("affine")
+    if affine is not None:
+        from ..images._grid import check_affine
+
+        try:
+            affine = check_affine(affine, "input.affine")
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"'{path}': {exc}") from None
+        if shape is None:
+            raise bad("input.shape", None, "3 positive integers when input.affine is given")
+    for key in ("weights_sha256",):
+        value = config.get(key)
+        if value is not None and (not isinstance(value, str) or len(value) != 64
+                                  or any(c not in "0123456789abcdef" for c in value)):
+            raise bad(key, value, "a SHA-256 hex digest")
+    return arch, out_dim, normalize, shape, affine
+
+
+def _check_state(model, state, path):
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [f"{k} {tuple(state[k].shape)} in the file vs {tuple(expected[k].shape)}"
+                  for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:_N_LISTED]}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:_N_LISTED]}")
+        if mismatched:
+            parts.append("shapes differ: " + ", ".join(mismatched[:_N_LISTED]))
+        raise ValueError(f"'{path}' does not hold the weights its config describes "
+                         f"(AnatCLModel({model.arch!r}, out_dim={model.out_dim})): "
+                         + "; ".join(parts) + ".")
+    _refuse_non_finite(state, f"'{path}'")
+
+
+def _refuse_non_finite(state, source):
+    bad = [k for k, v in state.items()
+           if torch.is_floating_point(v) and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"{source} holds NaN or inf values in {len(bad)} tensor(s): "
+                         f"{bad[:_N_LISTED]}. These weights would embed every image to NaN.")
