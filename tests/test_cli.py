@@ -29,7 +29,10 @@ def test_demo_pretrains_embeds_and_prints_both_probes(capsys):
     (["--n-subjects", "6"], "--n-subjects must be at least 20"),
     (["--openbhb", "/nonexistent/openbhb"], "--openbhb /nonexistent/openbhb: no such folder"),
     (["--shape", "8", "8", "8"], "shape must have every dimension >= 16"),
-    (["--batch-size", "1"], "--batch-size >= 2"),
+    (["--batch-size", "1"], "argument --batch-size: must be >= 2; got 1"),
+    (["--lr", "-1"], "argument --lr: must be > 0; got -1"),
+    (["--verbose", "-1"], "argument --verbose: must be >= 0 and <= 2; got -1"),
+    (["--epochs", "-2"], "argument --epochs: must be >= 0; got -2"),
 ])
 def test_module_entry_point_reports_bad_options_without_a_traceback(args, message):
     out = subprocess.run([sys.executable, "-m", "anatcl_sklearn", *args],

@@ -237,8 +237,8 @@ def test_output_folder_must_exist_and_be_writable(ckpt, brains, tmp_path, capsys
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--batch-size", "0"], "--batch-size: must be at least 1"),
-    (["--fold", "7"], "--fold: must be between 0 and 4"),
+    (["--batch-size", "0"], "--batch-size: must be >= 1; got 0"),
+    (["--fold", "7"], "--fold: must be >= 0 and <= 4; got 7"),
     (["--fold", "x"], "--fold: invalid integer"),
     (["--precision", "fp16"], "invalid choice: 'fp16'"),
     (["--device", "gpu0"], "invalid device"),

@@ -162,12 +162,11 @@ def test_volume_cache_on_the_gpu_decodes_exactly_to_the_host(small_brains):
         torch.testing.assert_close(on_gpu, on_host, rtol=0, atol=1e-6)
 
 
-def test_distributed_trainer_runs_one_rank_on_cuda_in_bf16(small_brains):
-    from anatcl_sklearn.distributed import train_distributed
-
+def test_bf16_fit_with_augmentation_keeps_the_current_cuda_device(small_brains):
     current = torch.cuda.current_device()
-    out = train_distributed(small_brains.images[:16], age=small_brains.age[:16],
-                            anatomy=small_brains.anatomy[:16], epochs=2, batch_size=8,
-                            precision="bf16", augment="flip", device="cuda", verbose=0)
-    assert np.isfinite([h["train_loss"] for h in out.history]).all()
+    est = AnatCLEmbedder(max_epochs=2, batch_size=8, precision="bf16", augment="flip",
+                         device="cuda", verbose=0, random_state=0)
+    est.fit(small_brains.images[:16], age=small_brains.age[:16],
+            anatomy=small_brains.anatomy[:16])
+    assert np.isfinite(est.history_[:, "train_loss"]).all()
     assert torch.cuda.current_device() == current

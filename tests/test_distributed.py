@@ -6,7 +6,6 @@ computes the single-process reference with the public losses and compares.
 """
 
 import datetime
-import math
 import os
 import socket
 import subprocess
@@ -18,9 +17,15 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from anatcl_sklearn.distributed import DistributedContrastiveLoss, gather_with_grad, train_distributed
+from anatcl_sklearn.distributed import DistributedContrastiveLoss, gather_with_grad
 from anatcl_sklearn.distributed._cli import build_parser, load_data
-from anatcl_sklearn.losses import age_kernel, anatcl_loss, expw_loss, simclr_loss, yaware_loss
+from anatcl_sklearn.losses import (
+    age_kernel,
+    anatcl_loss,
+    expw_loss,
+    simclr_loss,
+    yaware_loss,
+)
 from anatcl_sklearn.models import AnatCLModel, load_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -276,8 +281,9 @@ def test_ddp_step_parameter_gradients_match_single_process(spawned):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_torchrun_cli_trains_and_writes_a_loadable_checkpoint(tmp_path):
-    output = tmp_path / "run" / "anatcl.pt"
+def test_torchrun_cli_trains_through_the_estimator_and_writes_both_formats(tmp_path):
+    output = tmp_path / "run"
+    released = tmp_path / "released.pth"
     env = {**os.environ, **_loopback_env(), "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
     command = [
@@ -285,25 +291,26 @@ def test_torchrun_cli_trains_and_writes_a_loadable_checkpoint(tmp_path):
         "--master-addr=127.0.0.1", f"--master-port={_free_port()}",
         "-m", "anatcl_sklearn.distributed", "--synthetic", "8", "--shape", "16", "16", "16",
         "--epochs", "1", "--batch-size", "4", "--num-workers", "0", "--seed", "3",
-        "--output", str(output),
+        "--output", str(output), "--released-checkpoint", str(released),
     ]
-    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "2 rank(s) on cpu (gloo)" in done.stdout
-    assert "global batch 4 (2 per rank), 2 steps per epoch" in done.stdout
+    assert "DistributedDataParallel over 2 processes (gloo), global batch 4" in done.stdout
+    assert f"saved model: {output} (1 epochs)" in done.stdout
 
-    model = load_checkpoint(output)  # weights-only loading: the file holds plain values only
-    saved = torch.load(output, map_location="cpu", weights_only=False)
-    assert saved["epoch"] == 1 and saved["opts"].world_size == WORLD
-    assert saved["opts"].batch_size == 4 and saved["opts"].batch_size_per_rank == 2
-    assert not any(k.startswith("module.") for k in saved["model"])
-    assert math.isfinite(saved["history"][0]["train_loss"])
-    torch.manual_seed(3)
-    initial = AnatCLModel("resnet18").state_dict()
-    trained = model.state_dict()
-    assert not torch.equal(trained["head.2.weight"], initial["head.2.weight"])  # it trained
-    # Two Adam steps at lr 1e-4 move each weight by at most about 2e-4.
-    assert (trained["encoder.conv1.weight"] - initial["encoder.conv1.weight"]).abs().max() < 5e-4
+    from anatcl_sklearn.models import load_model_dir
+
+    model, config = load_model_dir(output)  # safetensors + JSON: nothing unpickled
+    assert config["training"]["epochs_run"] == 1 and config["training"]["batch_size"] == 4
+    assert "synthetic brains" in config["training"]["data"]
+    assert "synthetic brains" in (output / "README.md").read_text()
+    assert list((output / "checkpoints").glob("anatcl-run-*.pt"))  # resumable per epoch
+    released_model = load_checkpoint(released)  # weights-only loading of the released layout
+    saved = torch.load(released, map_location="cpu", weights_only=False)
+    assert saved["epoch"] == 1 and saved["opts"].batch_size == 4
+    assert saved["opts"].input_shape == [16, 16, 16]
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(released_model.state_dict()[key], value, rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,97 +376,6 @@ def test_loss_leaves_inputs_unchanged():
 
 
 # ---------------------------------------------------------------------------------------------
-# train_distributed in one process: validation, checkpoints, resume
-# ---------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_brains():
-    from anatcl_sklearn.datasets import make_synthetic_brains
-
-    return make_synthetic_brains(6, shape=(16, 16, 16), random_state=0)
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    """Tiny volumes train faster on one thread, and much faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _train(data, **kw):
-    params = dict(age=data.age, anatomy=data.anatomy, batch_size=3, lr=1e-3, lr_step=1,
-                  lr_gamma=0.5, device="cpu", seed=1, verbose=0)
-    params.update(kw)
-    return train_distributed(data.images, **params)
-
-
-@pytest.fixture(scope="module")
-def one_epoch(tiny_brains, one_thread, tmp_path_factory):
-    """One epoch of training and the checkpoint it wrote."""
-    path = tmp_path_factory.mktemp("one_epoch") / "ck.pt"
-    return _train(tiny_brains, epochs=1, checkpoint=path), path
-
-
-def test_resume_continues_exactly(tiny_brains, one_epoch, tmp_path):
-    first, path = one_epoch
-    straight = _train(tiny_brains, epochs=2)
-    resumed = _train(tiny_brains, epochs=2, resume=path, checkpoint=tmp_path / "resumed.pt")
-
-    assert [h["lr"] for h in straight.history] == [1e-3, 5e-4]  # StepLR every epoch, x 0.5
-    assert resumed.run_id == first.run_id and resumed.epoch == 2
-    assert [h["epoch"] for h in resumed.history] == [1, 2]
-    np.testing.assert_allclose([h["train_loss"] for h in resumed.history],
-                               [h["train_loss"] for h in straight.history], rtol=1e-5)
-    for name, value in straight.model.state_dict().items():
-        torch.testing.assert_close(resumed.model.state_dict()[name], value, rtol=1e-5, atol=1e-6,
-                                   msg=name)
-    saved = torch.load(tmp_path / "resumed.pt", weights_only=False)
-    assert saved["epoch"] == 2 and saved["scheduler"]["last_epoch"] == 2
-    assert saved["opts"].world_size == 1 and saved["opts"].batch_size_per_rank == 3
-    assert not (tmp_path / "resumed.pt.tmp").exists()
-
-
-def test_resume_refuses_another_method_or_a_released_file(tiny_brains, one_epoch, tmp_path):
-    _, path = one_epoch
-    with pytest.raises(ValueError, match="method='anatcl', this run asks for method='yaware'"):
-        _train(tiny_brains, method="yaware", epochs=2, resume=path)
-    torch.save({"model": AnatCLModel().state_dict(), "epoch": 3}, tmp_path / "released.pt")
-    with pytest.raises(ValueError, match=r"lacks \['optimizer', 'scheduler'\]"):
-        _train(tiny_brains, epochs=4, resume=tmp_path / "released.pt")
-    with pytest.raises(FileNotFoundError, match="not found"):
-        _train(tiny_brains, epochs=2, resume=tmp_path / "missing.pt")
-
-
-def test_train_distributed_parameter_errors(tiny_brains, monkeypatch):
-    with pytest.raises(ValueError, match="needs CUDA"):
-        _train(tiny_brains, epochs=1, sync_bn=True)
-    with pytest.raises(ValueError, match="precision='bf16' needs CUDA"):
-        _train(tiny_brains, epochs=1, precision="bf16")
-    with pytest.raises(ValueError, match="needs anatomy"):
-        _train(tiny_brains, epochs=1, anatomy=None)
-    with pytest.raises(ValueError, match="method='l1' is not supported"):
-        _train(tiny_brains, epochs=1, method="l1")
-    with pytest.raises(TypeError, match="batch_size must be an integer"):
-        _train(tiny_brains, epochs=1, batch_size=2.5)
-    with pytest.raises(ValueError, match=r"anatomy must have one row per image \(6\); got shape \(5,"):
-        _train(tiny_brains, epochs=1, anatomy=tiny_brains.anatomy[:5])
-    for bad in (tiny_brains.anatomy[:, :34], tiny_brains.anatomy[..., :2]):  # a hemisphere, 2 measures
-        with pytest.raises(ValueError, match=r"anatomy must have shape \(6, 68, 3\)"):
-            _train(tiny_brains, epochs=1, anatomy=bad)
-    z = (tiny_brains.anatomy - tiny_brains.anatomy.mean(0)) / tiny_brains.anatomy.std(0)
-    with pytest.raises(ValueError, match="anatomy must be non-negative.*anatomy_scaling='minmax'"):
-        _train(tiny_brains, epochs=1, anatomy=z)  # global descriptor: used as given
-    z.setflags(write=False)  # as np.load(mmap_mode="r") gives: no warning, no copy back
-    assert _train(tiny_brains, epochs=1, anatomy=z, descriptor="local").epoch == 1  # min-max first
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ValueError, match="batch_size=3 is the global batch and must be divisible"):
-        _train(tiny_brains, epochs=1)
-
-
-# ---------------------------------------------------------------------------------------------
 # Command-line parsing and data reading (no training)
 # ---------------------------------------------------------------------------------------------
 
@@ -473,6 +389,34 @@ def test_cli_defaults_are_the_paper_settings():
         build_parser().parse_args(["--synthetic", "4", "--openbhb", "/data"])  # one source only
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--lr", "-1"], "argument --lr: must be > 0; got -1"),
+    (["--batch-size", "0"], "argument --batch-size: must be >= 2; got 0"),
+    (["--verbose", "-1"], "argument --verbose: must be >= 0 and <= 2; got -1"),
+    (["--epochs", "x"], "argument --epochs: invalid int: 'x'"),
+    (["--sigma", "nan"], "argument --sigma: must be > 0; got nan"),
+])
+def test_cli_numbers_are_range_checked_by_argparse(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["--synthetic", "4", *args])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_cli_refuses_bad_outputs_before_reading_any_data(tmp_path, capsys):
+    from anatcl_sklearn.distributed._cli import main
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for argv, message in (
+        (["--output", str(afile)], "a file is in the way"),
+        (["--released-checkpoint", str(tmp_path)], "a folder; give a file path"),
+        (["--released-checkpoint", str(tmp_path / "no" / "x.pth")], "is missing or not writable"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--openbhb", str(tmp_path / "not-read"), *argv])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_cli_reads_an_image_table(tmp_path):
     rng = np.random.default_rng(0)
     for i in range(3):
@@ -482,13 +426,18 @@ def test_cli_reads_an_image_table(tmp_path):
     parser = build_parser()
     args = parser.parse_args(["--images", str(tmp_path / "subjects.csv"), "--anatomy",
                               str(tmp_path / "anatomy.npy"), "--max-subjects", "2"])
-    images, age, anatomy, what = load_data(args, parser)
+    images, age, anatomy, what = load_data(args)
     assert images == [str(tmp_path / "s0.npy"), str(tmp_path / "s1.npy")]
     np.testing.assert_array_equal(age, [20.0, 30.5])
     assert anatomy.shape == (2, 68, 3) and "subjects.csv" in what
 
+    # a table with only a path column is read by its extension, not a delimiter guess
+    (tmp_path / "paths.csv").write_text("path\ns0.npy\ns1.npy\n")
+    images, age, _, _ = load_data(parser.parse_args(["--images", str(tmp_path / "paths.csv")]))
+    assert images == [str(tmp_path / "s0.npy"), str(tmp_path / "s1.npy")] and age is None
+    (tmp_path / "paths.tsv").write_text("path\tage\ns0.npy\t20\n")
+    images, age, _, _ = load_data(parser.parse_args(["--images", str(tmp_path / "paths.tsv")]))
+    assert images == [str(tmp_path / "s0.npy")] and age.tolist() == [20.0]
     (tmp_path / "bad.csv").write_text("file,age\ns0.npy,20\n")
-    with pytest.raises(SystemExit):
-        load_data(parser.parse_args(["--images", str(tmp_path / "bad.csv")]), parser)
-    with pytest.raises(SystemExit):
-        load_data(parser.parse_args(["--synthetic", "4", "--anatomy", "a.npy"]), parser)
+    with pytest.raises(ValueError, match=r"no 'path' column .* found \['file', 'age'\]"):
+        load_data(parser.parse_args(["--images", str(tmp_path / "bad.csv")]))

@@ -8,9 +8,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from sklearn.linear_model import Ridge
 from sklearn.model_selection import GridSearchCV, ParameterGrid
 from sklearn.pipeline import make_pipeline
-from sklearn.linear_model import Ridge
 
 from anatcl_sklearn import OPENBHB_AFFINE, OPENBHB_SHAPE, AnatCLEmbedder, GridWarning
 from anatcl_sklearn.models import AnatCLModel
@@ -46,7 +46,7 @@ def scans(tmp_path_factory):
 
 
 def _small_grid_weights(path, shape, affine):
-    """Weights that record a training grid (as AnatCLEmbedder.fit and train_distributed do)."""
+    """Weights that record a training grid in their opts (as released-layout checkpoints can)."""
     torch.manual_seed(0)
     model = AnatCLModel()
     opts = {"input_shape": list(shape), "input_affine": np.asarray(affine).tolist()}

@@ -4,6 +4,8 @@ import argparse
 import os
 import sys
 
+from ._types import number
+
 PROG = "anatcl-sklearn convert"
 
 
@@ -14,7 +16,7 @@ def build_parser():
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Convert a torch checkpoint (the released AnatCL .pth files, "
-                    "train_distributed's output, or a state dict) into a saved-model folder: "
+                    "the distributed command's --released-checkpoint, or a state dict) into a saved-model folder: "
                     "model.safetensors + config.json + README.md, loadable with "
                     "AnatCLEmbedder(pretrained=OUT_DIR) without unpickling anything.",
     )
@@ -22,21 +24,11 @@ def build_parser():
     p.add_argument("out_dir", metavar="OUT_DIR", help="the folder to write (created if missing)")
     p.add_argument("--arch", choices=list(ARCHITECTURES), default="resnet18",
                    help="encoder architecture of the weights (default resnet18)")
-    p.add_argument("--out-dim", type=_positive_int, default=128,
+    p.add_argument("--out-dim", type=number(int, 1), default=128,
                    help="projection head output size (default 128)")
     p.add_argument("--force", action="store_true",
                    help="replace the files of an existing saved model in OUT_DIR")
     return p
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1; got {value}")
-    return value
 
 
 def main(argv=None):

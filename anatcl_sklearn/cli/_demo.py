@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._types import number
+
 MIN_SUBJECTS = 20
 
 
@@ -25,26 +27,24 @@ def _parse(argv):
     )
     p.add_argument("--openbhb", metavar="DIR", default=None,
                    help="OpenBHB root (participants.tsv, train/...); default: synthetic brains")
-    p.add_argument("--n-subjects", type=int, default=96,
+    p.add_argument("--n-subjects", type=number(int, 1), default=96,
                    help="synthetic subjects (default 96), or the first N OpenBHB subjects")
-    p.add_argument("--shape", type=int, nargs=3, default=(32, 38, 32), metavar=("D", "H", "W"),
+    p.add_argument("--shape", type=number(int, 1), nargs=3, default=(32, 38, 32), metavar=("D", "H", "W"),
                    help="synthetic grid (default 32 38 32; the real grid is 121 145 121)")
     p.add_argument("--method", default="anatcl",
                    choices=["anatcl", "yaware", "expw", "simclr", "l1"])
     p.add_argument("--descriptor", default="global", choices=["global", "local"])
-    p.add_argument("--epochs", type=int, default=12, help="pretraining epochs (default 12)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-3,
+    p.add_argument("--epochs", type=number(int, 0), default=12,
+                   help="pretraining epochs (default 12)")
+    p.add_argument("--batch-size", type=number(int, 2), default=16)
+    p.add_argument("--lr", type=number(float, 0, low_open=True), default=1e-3,
                    help="learning rate (default 1e-3 for the short demo; the paper uses 1e-4)")
-    p.add_argument("--random-state", type=int, default=0)
-    p.add_argument("--verbose", type=int, default=1)
+    p.add_argument("--random-state", type=number(int, 0), default=0)
+    p.add_argument("--verbose", type=number(int, 0, 2), default=1)
     args = p.parse_args(argv)
     if args.n_subjects < MIN_SUBJECTS:
         p.error(f"--n-subjects must be at least {MIN_SUBJECTS}: the probes use 5 stratified "
                 f"folds (got {args.n_subjects}).")
-    if args.epochs < 0 or args.batch_size < 2:
-        p.error(f"--epochs must be >= 0 and --batch-size >= 2 (got {args.epochs} and "
-                f"{args.batch_size}).")
     if args.openbhb is not None and not Path(args.openbhb).expanduser().is_dir():
         p.error(f"--openbhb {args.openbhb}: no such folder.")
     return p, args

@@ -15,6 +15,8 @@ import sys
 import time
 import warnings
 
+from ._types import number
+
 PROG = "anatcl-sklearn embed"
 #: Precision of ``--precision auto`` on the CPU (on CUDA it is "bf16").
 _CPU_DEFAULT_PRECISION = "fp32"
@@ -26,20 +28,6 @@ _CHUNK_BATCHES = 8  # images per transform call: this many batches (one progress
 
 class UserError(Exception):
     """A problem with the command line or the inputs: exit status 2, one line on stderr."""
-
-
-def _int_in(low, high=None):
-    """An argparse ``type=`` for integers in ``[low, high]`` (``high=None``: no bound)."""
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid integer: {text!r}") from None
-        if value < low or (high is not None and value > high):
-            bound = f"at least {low}" if high is None else f"between {low} and {high}"
-            raise argparse.ArgumentTypeError(f"must be {bound}; got {value}")
-        return value
-    return parse
 
 
 def _device(text):
@@ -79,7 +67,7 @@ def build_parser():
     p.add_argument("--weights", default="anatcl-global", metavar="W",
                    help="official name (anatcl-global, anatcl-local), a checkpoint file or a "
                         "saved model's folder (default: anatcl-global)")
-    p.add_argument("--fold", type=_int_in(0, 4), default=0,
+    p.add_argument("--fold", type=number(int, 0, 4), default=0,
                    help="fold of the official weights, 0 to 4 (default 0)")
     p.add_argument("--conform", action="store_true",
                    help="resample each image to the weights' grid (the released weights': "
@@ -87,7 +75,7 @@ def build_parser():
     p.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help=f"default auto: bf16 on CUDA, {_CPU_DEFAULT_PRECISION} on the CPU")
-    p.add_argument("--batch-size", type=_int_in(1), default=8, help="images per batch (default 8)")
+    p.add_argument("--batch-size", type=number(int, 1), default=8, help="images per batch (default 8)")
     p.add_argument("--output-kind", choices=("encoder", "projection"), default="encoder",
                    help="encoder features (512 for ResNet-18) or the 128-d projection")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")

@@ -5,17 +5,18 @@
 - :class:`DistributedContrastiveLoss`: the AnatCL, y-Aware, ExpW and SimCLR losses of this
   rank's anchors against the all-gathered global batch, scaled so that DDP's gradient
   averaging gives exactly the single-process gradient;
-- :func:`train_distributed`: the DDP training loop (paper defaults), with checkpoints in the
-  released AnatCL layout, run on every rank by ``python -m anatcl_sklearn.distributed``.
+- ``python -m anatcl_sklearn.distributed``: a command line over the one training engine,
+  :meth:`AnatCLEmbedder.fit <anatcl_sklearn.AnatCLEmbedder.fit>`, which detects torchrun and
+  trains with DistributedDataParallel (``distributed="auto"``); rank 0 writes a saved-model
+  folder (and, on request, the released ``.pth`` layout).
 
 Launch on N machines with G GPUs each (the same command on every machine)::
 
     torchrun --nnodes=N --nproc-per-node=G --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT \\
-        -m anatcl_sklearn.distributed --openbhb /data/openbhb --epochs 300 --output anatcl.pt
+        -m anatcl_sklearn.distributed --openbhb /data/openbhb --epochs 300 --output anatcl-run
 """
 
 from ._gather import gather_with_grad
 from ._loss import METHODS, DistributedContrastiveLoss
-from ._train import train_distributed
 
-__all__ = ["METHODS", "DistributedContrastiveLoss", "gather_with_grad", "train_distributed"]
+__all__ = ["METHODS", "DistributedContrastiveLoss", "gather_with_grad"]

@@ -99,7 +99,7 @@ class DistributedContrastiveLoss(nn.Module):
 
     **Anatomy scaling.** For the local descriptor, anatomy must already be min-max scaled with
     an :class:`~anatcl_sklearn.anatomy.AnatomyScaler` fitted on the whole training set (as
-    :func:`train_distributed` does on every rank), never on one rank's batch.
+    ``AnatCLEmbedder.fit`` does on every rank), never on one rank's batch.
 
     **Inputs checked on every rank.** If one rank receives bad inputs it raises its error and
     the other ranks raise a ``RuntimeError`` naming it, instead of waiting in a collective.

@@ -1,48 +1,28 @@
 """AnatCLEmbedder: pretrain (or load) an AnatCL 3D ResNet and embed brain images.
 
-Data flow: ``fit(X, age=, anatomy=)`` validates the parameters and inputs
-(:func:`~anatcl_sklearn._images.check_images`), scales anatomy, builds a
-:class:`~anatcl_sklearn.embedder._net.ContrastiveNet` (skorch) around an
-:class:`~anatcl_sklearn.models.AnatCLModel` and trains it on batches of
-:class:`~anatcl_sklearn.embedder._data.SubjectDataset`; ``transform(X)`` streams the images
+Data flow: ``fit(X, age=, anatomy=)`` hands over to the one training engine
+(:func:`~anatcl_sklearn.embedder._training.fit_embedder`: inputs checked by
+:func:`~anatcl_sklearn.images.check_images`, anatomy scaled, a skorch
+:class:`~anatcl_sklearn.embedder._net.ContrastiveNet` around an
+:class:`~anatcl_sklearn.models.AnatCLModel`, in one process, DataParallel or DDP under
+torchrun) and sets the fitted attributes it returns; ``transform(X)`` streams the images
 through the frozen encoder.
 """
 
 import contextlib
-import copy
-import hashlib
-import os
 import warnings
 
 import numpy as np
 import torch
-from sklearn.base import (
-    BaseEstimator,
-    ClassNamePrefixFeaturesOutMixin,
-    TransformerMixin,
-)
-from sklearn.utils import check_random_state
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
-from skorch.callbacks import EarlyStopping, ProgressBar
 
-from .._optim import adam_kwargs
-from ..anatomy._training import check_desikan_shape, resolve_scaling
-from ..images._checking import _check_images, resolve_target
-from ..images._grid import (
-    OPENBHB_AFFINE,
-    OPENBHB_SHAPE,
-    affine_mismatch,
-    describe_affine,
-    warn_pretrained_grid,
-)
-from ..losses._validation import check_anatomy
-from ._cache import VolumeCache
-from ._callbacks import KeepLastEpoch, ResumableCheckpoint, StepLR
+from ..images._checking import _check_images
+from ..images._grid import affine_mismatch, describe_affine
 from ._data import SubjectDataset
-from ._net import ContrastiveNet
-from ._parallel import AutocastDataParallel, unwrap_module
-from ._params import needs_age, needs_anatomy, parse_augment, validate_params
-from ._sharing import push_to_hub, save_pretrained, scaler_from_config
+from ._parallel import unwrap_module
+from ._sharing import push_to_hub, save_pretrained
+from ._training import affine_or_openbhb, fit_embedder
 
 
 class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -94,6 +74,20 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         5e-5 (their run names read ``wd5e-05``).
     device : str or torch.device, default="auto"
         ``"auto"`` uses CUDA when available, else the CPU.
+    distributed : {"auto", True, False}, default="auto"
+        Train with :class:`~torch.nn.parallel.DistributedDataParallel` when the script runs under
+        ``torchrun`` (or inside an initialised process group of several processes): with
+        ``"auto"`` when such a launch is detected, ``True`` to require one. ``batch_size`` stays
+        the global batch, split among the processes; embeddings, age and anatomy are
+        all-gathered with gradients so every anchor is contrasted with the whole global batch
+        (loss and gradients equal a single process's on the same global batches, up to
+        BatchNorm, which normalises each process's shard unless ``sync_batchnorm=True``). Rank 0
+        writes checkpoints; every rank ends with the same fitted estimator; bad input raises on
+        every rank. The process group is initialised here if needed (NCCL on CUDA, gloo on the
+        CPU) and left for the rest of the program.
+    sync_batchnorm : bool, default=False
+        Under ``torchrun`` on CUDA, normalise with statistics of the whole global batch
+        (:class:`torch.nn.SyncBatchNorm`); the fitted model has plain BatchNorm layers again.
     data_parallel : {"auto", True, False}, default="auto"
         Wrap the module in :class:`torch.nn.DataParallel` when several GPUs are visible, so the
         contrastive loss sees the whole batch. The training device comes first (it holds the
@@ -211,6 +205,8 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         lr_gamma=0.9,
         weight_decay=5e-5,
         device="auto",
+        distributed="auto",
+        sync_batchnorm=False,
         data_parallel="auto",
         precision="fp32",
         channels_last=False,
@@ -248,6 +244,8 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self.lr_gamma = lr_gamma
         self.weight_decay = weight_decay
         self.device = device
+        self.distributed = distributed
+        self.sync_batchnorm = sync_batchnorm
         self.data_parallel = data_parallel
         self.precision = precision
         self.channels_last = channels_last
@@ -287,174 +285,6 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             warnings.warn(w.message, w.category, stacklevel=stacklevel)
         return images
 
-    def _resolve_age(self, y, age, n):
-        if age is None and self.use_y_as_age and y is not None:
-            age = y
-        elif age is not None and self.use_y_as_age and y is not None:
-            a = np.asarray(age, dtype=float)
-            yy = np.asarray(y)
-            if yy.shape != a.shape or not np.allclose(yy.astype(float), a):
-                raise ValueError(
-                    "use_y_as_age=True but both y and age were given and they differ; pass only "
-                    "one of them so it is clear which is age."
-                )
-        if age is None:
-            if needs_age(self):
-                hint = " (y was given but is not used as age unless use_y_as_age=True)" \
-                    if y is not None else ""
-                raise ValueError(
-                    f"method={self.method!r} needs age: pass fit(X, age=...) (routed with "
-                    f"set_fit_request(age=True) in a pipeline){hint}."
-                )
-            return None
-        try:
-            age = np.asarray(age, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"age must be numeric (years); got values like {np.asarray(age).ravel()[:3]}.") from exc
-        if age.ndim == 2 and age.shape[1] == 1:
-            age = age[:, 0]
-        if age.ndim != 1 or age.shape[0] != n:
-            raise ValueError(f"age must have shape ({n},), one value per image; got shape {age.shape}.")
-        if not np.all(np.isfinite(age)):
-            bad = np.flatnonzero(~np.isfinite(age))[:5].tolist()
-            raise ValueError(f"age has non-finite values (NaN or inf) at indices {bad}.")
-        return age
-
-    def _resolve_anatomy(self, anatomy, n):
-        if anatomy is None:
-            if needs_anatomy(self):
-                raise ValueError(
-                    f"method='anatcl' with lambda_anat={self.lambda_anat} needs anatomy: pass "
-                    "fit(X, anatomy=...) with an array (n_subjects, 68, 3) of Desikan (CT, GMV, "
-                    "SA) measures (see anatcl_sklearn.anatomy), or set lambda_anat=0."
-                )
-            return None
-        anatomy = np.asarray(anatomy)
-        if not np.issubdtype(anatomy.dtype, np.number) or np.iscomplexobj(anatomy):
-            raise TypeError(f"anatomy must be a real numeric array; got dtype {anatomy.dtype}.")
-        anatomy = anatomy.astype(np.float64)
-        check_desikan_shape(anatomy, n)
-        if not np.all(np.isfinite(anatomy)):
-            subj = np.flatnonzero(~np.isfinite(anatomy).all(axis=(1, 2)))[:5].tolist()
-            raise ValueError(f"anatomy has non-finite values (NaN or inf) for subjects {subj}.")
-        return anatomy
-
-    def _resolve_device(self):
-        if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        device = str(self.device)
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"device={self.device!r} but CUDA is not available; use device='auto' or 'cpu'.")
-        return device
-
-    # ------------------------------------------------------------------ building
-    def _build_module(self, seed):
-        from ..models import AnatCLModel, resolve_pretrained
-
-        if self.pretrained is not None:
-            model = resolve_pretrained(self.pretrained, fold=int(self.fold), arch=self.arch)
-            # a model object passed by the user is theirs: never train or move it in place
-            return copy.deepcopy(model) if model is self.pretrained else model
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(seed)  # the CPU's only: GPUs' RNGs stay the user's
-            if self.method == "l1":
-                return AnatCLModel(self.arch, out_dim=1, normalize=False)
-            return AnatCLModel(self.arch)
-
-    def _criterion(self):
-        from .. import losses
-
-        if self.method == "anatcl":
-            return losses.AnatCLLoss, dict(
-                descriptor=self.descriptor, sigma=float(self.sigma),
-                lambda_age=float(self.lambda_age), lambda_anat=float(self.lambda_anat),
-                temperature=float(self.temperature), kernel=self.kernel,
-            ), ("age", "anatomy")  # either may be absent (None) when its lambda is 0
-        if self.method == "yaware":
-            return losses.YAwareLoss, dict(sigma=float(self.sigma), temperature=float(self.temperature),
-                                           kernel=self.kernel), ("age",)
-        if self.method == "expw":
-            return losses.ExpWLoss, dict(sigma=float(self.sigma), temperature=float(self.temperature),
-                                         kernel=self.kernel), ("age",)
-        if self.method == "simclr":
-            return losses.SimCLRLoss, dict(temperature=float(self.temperature)), ()
-        return losses.L1AgeLoss, {}, ("age",)
-
-    def _run_key(self, images, age, anatomy):
-        """A key unique to these parameters and this training data, for checkpoint files."""
-        h = hashlib.sha256()
-        params = {k: v for k, v in self.get_params(deep=False).items()
-                  if k not in ("verbose", "callbacks", "checkpoint_dir", "num_workers", "pretrained")}
-        h.update(repr(sorted(params.items())).encode())
-        h.update(repr((len(images), images.shape)).encode())
-        if images.sources is not None and not images.in_memory:
-            h.update("\0".join(images.sources).encode())
-        else:
-            for i in sorted({0, len(images) // 2, len(images) - 1}):
-                h.update(images.load(i).tobytes())
-        for arr in (age, anatomy):
-            if arr is not None:
-                h.update(np.ascontiguousarray(arr).tobytes())
-        return h.hexdigest()[:16]
-
-    def _build_net(self, module, n_train, device, seed, run_key):
-        criterion, criterion_params, loss_inputs = self._criterion()
-        augment = parse_augment(self.augment)
-        shuffle_gen = torch.Generator().manual_seed(seed + 1)
-        aug_device = device if device.startswith("cuda") else "cpu"
-        aug_gen = torch.Generator(device=aug_device).manual_seed(seed + 2)
-
-        callbacks = [("keep_last_epoch", KeepLastEpoch()),
-                     ("step_lr", StepLR(float(self.lr), int(self.lr_step), float(self.lr_gamma)))]
-        checkpoint = None
-        if self.checkpoint_dir is not None:
-            path = os.path.join(os.fspath(self.checkpoint_dir), f"anatcl-run-{run_key}.pt")
-            checkpoint = ResumableCheckpoint(path, {"shuffle": shuffle_gen, "augment": aug_gen})
-            callbacks.append(("checkpoint", checkpoint))
-        if self.early_stopping is not None:
-            callbacks.append(("early_stopping", EarlyStopping(
-                monitor="train_loss", patience=int(self.early_stopping), lower_is_better=True)))
-        if self.verbose >= 2 or (self.verbose >= 1 and _stderr_is_tty()):
-            callbacks.append(("progress_bar", ProgressBar()))
-        for i, cb in enumerate(self.callbacks or []):
-            callbacks.append(cb if isinstance(cb, tuple) else (f"user_{i}", cb))
-
-        params = dict(
-            module=module,
-            criterion=criterion,
-            optimizer=torch.optim.Adam,
-            lr=float(self.lr),
-            optimizer__weight_decay=float(self.weight_decay),
-            **{f"optimizer__{k}": v for k, v in adam_kwargs(device).items()},
-            max_epochs=int(self.max_epochs),
-            batch_size=int(self.batch_size),
-            train_split=None,
-            iterator_train__shuffle=True,
-            iterator_train__generator=shuffle_gen,
-            # A last batch of one subject gives a degenerate contrastive batch: drop it.
-            iterator_train__drop_last=bool(n_train % int(self.batch_size) == 1),
-            iterator_train__num_workers=int(self.num_workers),
-            iterator_valid__num_workers=int(self.num_workers),
-            device=device,
-            callbacks=callbacks,
-            verbose=int(self.verbose),
-            loss_inputs=loss_inputs,
-            n_views=None if self.method == "l1" else 2,
-            augment=augment,
-            augment_generator=aug_gen,
-            autocast_dtype=torch.bfloat16 if self.precision == "bf16" else None,
-            channels_last=bool(self.channels_last),
-            compile=bool(self.compile),
-        )
-        if device.startswith("cuda"):
-            params["iterator_train__pin_memory"] = True
-        if self.verbose == 0:
-            params["callbacks__print_log"] = None
-        for key, value in criterion_params.items():
-            params[f"criterion__{key}"] = value
-        params.update(self.net_params or {})
-        return ContrastiveNet(**params), checkpoint
-
     # ------------------------------------------------------------------ fit / transform
     def fit(self, X, y=None, *, age=None, anatomy=None):
         """Pretrain the encoder on images X guided by age and anatomy (or load weights).
@@ -475,133 +305,15 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         -------
         self : AnatCLEmbedder
         """
-        validate_params(self)
-        train = self.pretrained is None or self.finetune
-        device = self._resolve_device()
-        if self.precision == "bf16" and train and not device.startswith("cuda"):
-            raise ValueError(
-                "precision='bf16' trains on CUDA only: on the CPU, torch's bfloat16 3D-convolution "
-                "backward intermittently returns non-finite gradients (measured with torch 2.13: "
-                "15 of 43 short fits). Use precision='fp32' on the CPU."
-            )
-        use_dp = _use_data_parallel(self.data_parallel, device)
-        if self.data_parallel is True and not use_dp and train:
-            warnings.warn(
-                f"data_parallel=True has no effect on device {device!r}: DataParallel spreads "
-                "batches over CUDA GPUs only. Training runs on this device alone.",
-                UserWarning, stacklevel=2)
-        if use_dp and self.compile and train:
-            raise ValueError(
-                f"compile=True cannot train under DataParallel (data_parallel={self.data_parallel!r}"
-                f" with {torch.cuda.device_count()} GPUs visible): DataParallel's replication "
-                "rewrites a torch.compile wrapper's model. Set data_parallel=False to compile on "
-                "one GPU, or compile=False to use every GPU."
-            )
-        # Training reads every volume many times, so one up-front pass that finds NaN/inf voxels
-        # and damaged files (and names them) before any training costs little; inference
-        # checks lazily. With conform=True the target is OpenBHB's grid unless the weights
-        # record another one (checked again below, once they are loaded).
-        check_finite = True if train else "auto"
-        target = resolve_target(self.conform)
-        images = self._check_X(X, check_finite=check_finite, target=target)
-        n = len(images)
-        if n < 2 and train:
-            raise ValueError(
-                f"fit needs at least 2 images to contrast when it trains; got {n}. (A frozen "
-                "pretrained encoder, pretrained=... with finetune=False, embeds any number.)")
-        if train:
-            age = self._resolve_age(y, age, n)
-            anatomy = self._resolve_anatomy(anatomy, n)
-        else:  # a frozen pretrained encoder: fit only loads weights, metadata is not used
-            age = anatomy = None
-        seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
-
-        scaling = resolve_scaling(self.anatomy_scaling, self.descriptor)
-        self.anatomy_scaler_ = None
-        if anatomy is not None and scaling == "minmax":
-            from ..anatomy import AnatomyScaler
-
-            self.anatomy_scaler_ = AnatomyScaler().fit(anatomy)
-            anatomy = self.anatomy_scaler_.transform(anatomy)
-        if anatomy is not None and needs_anatomy(self):  # now, not at the first batch
-            check_anatomy(anatomy, non_negative=True)
-
-        module = self._build_module(seed)
-        self._n_train_images = n if train else None
-        saved = getattr(module, "pretrained_config", None)
-        if not train and saved:  # the scaler the frozen weights were trained with
-            self.anatomy_scaler_ = scaler_from_config(saved.get("anatomy_scaler"))
-        trained_grid = _recorded_grid(module) if self.pretrained is not None else None
-        if target is not None and trained_grid is not None and (
-                trained_grid[0] != tuple(target[0])
-                or affine_mismatch(trained_grid[1], target[1]) is not None):
-            if trained_grid[1] is None:
-                raise ValueError(
-                    f"conform=True, but these pretrained weights record a training grid of "
-                    f"{'x'.join(map(str, trained_grid[0]))} voxels without its affine, so "
-                    "there is no grid to conform to; conform the images yourself "
-                    "(anatcl_sklearn.conform_image with that grid's affine) and pass "
-                    "conform=False.")
-            target = trained_grid
-            images = self._check_X(X, check_finite=check_finite, target=target)
-        if self.pretrained is not None:
-            warn_pretrained_grid(images, *(trained_grid or (None, None)), stacklevel=3)
-        if train:  # the grid these weights are trained on, for whoever reuses them
-            module.input_shape = tuple(images.shape)
-            module.input_affine = None if images.affine is None else images.affine.copy()
-        run_key = self._run_key(images, age, anatomy) if self.checkpoint_dir else None
-        net, checkpoint = self._build_net(module, n, device, seed, run_key)
-        self.device_ = device
-        self.input_shape_ = tuple(images.shape)
-        self.input_affine_ = None if images.affine is None else images.affine.copy()
-        self.n_features_out_ = self._n_out(module)
-
-        if self.channels_last:
-            module = module.to(memory_format=torch.channels_last_3d)
-        if train and self.verbose:
-            print(_runtime_summary(device, self), flush=True)
-
-        cuda_devices = [_cuda_index(device)] if device.startswith("cuda") else []
-        cudnn_benchmark = torch.backends.cudnn.benchmark
-        with torch.random.fork_rng(devices=cuda_devices):
-            torch.default_generator.manual_seed(seed)  # torch.manual_seed would reseed every GPU
-            net.initialize()
-            if use_dp:  # wrap the module, not the net (skorch #602): the loss sees the whole batch
-                net.module_ = _data_parallel(net.module_, device, net.autocast_dtype)
-                net.initialize_optimizer()
-            self.net_ = net
-            done = checkpoint.restore(net) if checkpoint is not None and os.path.exists(checkpoint.path) else 0
-            remaining = int(self.max_epochs) - done if train else 0
-            try:
-                if remaining > 0:
-                    cached = self.cache != "none"
-                    if cached:
-                        net.volume_cache = VolumeCache(
-                            images, self.cache_dtype, device if self.cache == "device" else "cpu")
-                    # fixed input shapes: let cuDNN pick the fastest 3D convolution algorithms
-                    torch.backends.cudnn.benchmark = cudnn_benchmark or device.startswith("cuda")
-                    net.partial_fit(SubjectDataset(images, age, anatomy, cached=cached),
-                                    epochs=remaining)
-            finally:
-                torch.backends.cudnn.benchmark = cudnn_benchmark
-                net.volume_cache = None  # never keep (or pickle) a copy of the training data
-                # nor training-only generators: a CUDA generator cannot be unpickled without CUDA
-                net.augment_generator = None
-                if checkpoint is not None:
-                    checkpoint.generators = {}
-                # nor Adam's moments: twice the weights (256 MiB for ResNet-18) in every pickle
-                # and joblib copy, for a fitted embedder that only transforms (each fit starts
-                # afresh; resuming reads checkpoint_dir's files, which keep them)
-                net.optimizer_.state.clear()
-                net.module_ = unwrap_module(net.module_)  # plain keys for pickling and saving
-        self.history_ = net.history
-        keeper = dict(net.callbacks_)["keep_last_epoch"]
-        interrupted = getattr(keeper, "interrupted_epoch_", None) if remaining > 0 else None
+        fitted, interrupted = fit_embedder(self, X, y, age, anatomy)
+        # Only now, after training ended well: a fit that raised leaves the estimator as it was
+        # (its previous fitted state, or unfitted), never new weights with an old history.
+        self.__dict__.update(fitted)
         if interrupted is not None:
             warnings.warn(
                 f"Training was interrupted during epoch {interrupted}; the weights of the last "
                 f"finished epoch ({interrupted - 1}) were kept and the embedder is usable.",
-                RuntimeWarning,
+                RuntimeWarning, stacklevel=2,
             )
         return self
 
@@ -609,11 +321,6 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     def _n_features_out(self):
         # read by ClassNamePrefixFeaturesOutMixin.get_feature_names_out
         return self.n_features_out_
-
-    def _n_out(self, module):
-        if self.output == "projection":
-            return module.head[-1].out_features
-        return module.encoder.n_features
 
     def transform(self, X):
         """Embed images with the frozen encoder.
@@ -629,7 +336,7 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             Encoder features (``output="encoder"``) or projections (``output="projection"``).
         """
         check_is_fitted(self, "net_")
-        fitted_affine = _affine_or_openbhb(self.input_shape_, getattr(self, "input_affine_", None))
+        fitted_affine = affine_or_openbhb(self.input_shape_, getattr(self, "input_affine_", None))
         target = None
         if self.conform:
             if fitted_affine is None:
@@ -739,63 +446,3 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         tags.non_deterministic = self.random_state is None
         tags.requires_fit = True
         return tags
-
-
-def _recorded_grid(module):
-    """(shape, affine or None) of the grid pretrained weights record, or None when they
-    record none (the released weights: OpenBHB's grid)."""
-    shape = getattr(module, "input_shape", None)
-    if shape is None:
-        return None
-    return tuple(shape), _affine_or_openbhb(shape, getattr(module, "input_affine", None))
-
-
-def _affine_or_openbhb(shape, affine):
-    """The affine of a grid: the one recorded, else OpenBHB's for OpenBHB's shape (arrays and
-    .npy files of that shape, OpenBHB's own format, are taken to be on its grid), else None."""
-    if affine is not None:
-        return np.asarray(affine, dtype=np.float64)
-    return np.array(OPENBHB_AFFINE) if tuple(shape) == OPENBHB_SHAPE else None
-
-
-def _use_data_parallel(setting, device):
-    """Whether to wrap the module in DataParallel: CUDA only, and with "auto" only when several
-    GPUs are visible."""
-    return device.startswith("cuda") and (
-        setting is True or (setting == "auto" and torch.cuda.device_count() > 1))
-
-
-def _cuda_index(device):
-    index = torch.device(device).index
-    return torch.cuda.current_device() if index is None else index
-
-
-def _data_parallel(module, device, autocast_dtype):
-    """Wrap ``module`` for every visible GPU, the training device first (DataParallel keeps the
-    parameters and gathers the outputs on its first device)."""
-    first = _cuda_index(device)
-    ids = [first] + [i for i in range(torch.cuda.device_count()) if i != first]
-    return AutocastDataParallel(module, autocast_dtype, device_ids=ids, output_device=first)
-
-
-def _runtime_summary(device, est):
-    """One line with the versions that decide speed (some torch releases disable cuDNN for bf16
-    3D convolutions, which is about 4x slower), logged at the start of training."""
-    parts = [f"anatcl-sklearn: torch {torch.__version__}"]
-    if device.startswith("cuda"):
-        idx = _cuda_index(device)
-        parts.append(f"CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}")
-        parts.append(f"{torch.cuda.device_count()} GPU(s), {torch.cuda.get_device_name(idx)}")
-    else:
-        parts.append(f"CPU, {torch.get_num_threads()} threads")
-    parts.append(f"precision {est.precision}, augment {est.augment!r}, cache {est.cache!r}")
-    return "; ".join(parts)
-
-
-def _stderr_is_tty():
-    import sys
-
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False

@@ -19,7 +19,14 @@ _MODULE_IS_MODULE_ = "<anatcl_sklearn: same as module_>"
 
 
 class NonFiniteLossError(FloatingPointError):
-    """Raised when a training loss is NaN or infinite; the weights of the last good step are kept."""
+    """Raised when a training loss or gradient is NaN or infinite, before the step is taken.
+
+    The estimator that was fitting is left as it was before ``fit``; the skorch net holding
+    the weights of the last good step is the exception's ``net`` attribute (None if the
+    failure came before any net existed).
+    """
+
+    net = None
 
 
 class ContrastiveNet(NeuralNet):
@@ -49,10 +56,15 @@ class ContrastiveNet(NeuralNet):
         recent GPUs; the module is converted by the estimator).
     volume_cache : VolumeCache or None, default=None
         When set, batches carry subject indices and volumes are decoded from this cache.
+    dist_world : int or None, default=None
+        Number of processes under DistributedDataParallel. The criterion then returns this
+        rank's share of the global loss; the global mean is all-reduced (one scalar per step)
+        for the history and for the finiteness check, so every rank stops together.
     """
 
     def __init__(self, *args, loss_inputs=(), n_views=2, augment=(), augment_generator=None,
-                 autocast_dtype=None, channels_last=False, volume_cache=None, **kwargs):
+                 autocast_dtype=None, channels_last=False, volume_cache=None, dist_world=None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.channels_last = channels_last
         self.volume_cache = volume_cache
@@ -61,6 +73,8 @@ class ContrastiveNet(NeuralNet):
         self.augment = augment
         self.augment_generator = augment_generator
         self.autocast_dtype = autocast_dtype
+        self.dist_world = dist_world
+        self._global_loss = None
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -124,6 +138,8 @@ class ContrastiveNet(NeuralNet):
 
     def train_step_single(self, batch, **fit_params):
         step = super().train_step_single(batch, **fit_params)
+        if self._global_loss is not None:  # the history records the global batch's loss
+            step["loss"], self._global_loss = self._global_loss, None
         # Called inside optimizer.step's closure: raising here skips the parameter update, so a
         # finite loss with non-finite gradients (possible in low precision) cannot corrupt weights.
         grads = [p.grad for p in self.module_.parameters() if p.grad is not None]
@@ -132,8 +148,9 @@ class ContrastiveNet(NeuralNet):
             batch_idx = len(self.history[-1]["batches"]) if epoch else 0
             raise NonFiniteLossError(
                 f"Gradients became non-finite at epoch {epoch}, batch {batch_idx} (the loss was "
-                f"{step['loss'].item():.4g}); training stopped before this step, so the weights of "
-                "the last good step were kept. Lower lr or use precision='fp32'."
+                f"{step['loss'].item():.4g}); training stopped before this step (the net of the last "
+                "good step is this error's .net; the estimator is left as it was). Lower lr or "
+                "use precision='fp32'."
             )
         return step
 
@@ -148,12 +165,21 @@ class ContrastiveNet(NeuralNet):
             loss = self.criterion_(y_pred.reshape(-1), age.reshape(-1))
         else:
             loss = self.criterion_(y_pred, *inputs)
-        if training and not torch.isfinite(loss.detach()).item():
+        checked = loss.detach()
+        if training and self.dist_world:
+            # one scalar all-reduce: the global mean loss, the same on every rank, so a
+            # non-finite loss stops every rank before backward (none waits in DDP's all-reduce)
+            checked = checked.clone()
+            torch.distributed.all_reduce(checked)
+            checked = checked / self.dist_world
+            self._global_loss = checked
+        if training and not torch.isfinite(checked).item():
             epoch = len(self.history)
             batch = len(self.history[-1]["batches"]) if epoch else 0
             raise NonFiniteLossError(
-                f"Training loss became {loss.item()} at epoch {epoch}, batch {batch}; training "
-                "stopped before this step, so the weights of the last good step were kept. "
+                f"Training loss became {checked.item()} at epoch {epoch}, batch {batch}; training "
+                "stopped before this step (the net of the last good step is this error's .net; "
+                "the estimator is left as it was). "
                 "Lower lr, raise temperature, or use precision='fp32'."
             )
         return loss

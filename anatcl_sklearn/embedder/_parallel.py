@@ -48,9 +48,10 @@ class AutocastDataParallel(torch.nn.DataParallel):
 
 
 def unwrap_module(module):
-    """Strip DataParallel and ``torch.compile`` wrappers, giving the plain model."""
+    """Strip (Distributed)DataParallel and ``torch.compile`` wrappers: the plain model."""
     while True:
-        if isinstance(module, torch.nn.DataParallel):
+        if isinstance(module, (torch.nn.DataParallel,
+                               torch.nn.parallel.DistributedDataParallel)):
             module = module.module
         elif hasattr(module, "_orig_mod"):
             module = module._orig_mod

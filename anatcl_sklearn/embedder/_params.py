@@ -83,7 +83,8 @@ def validate_params(est):
     _check_choice("anatomy_scaling", est.anatomy_scaling, SCALINGS)
     _check_choice("cache", est.cache, CACHES)
     _check_choice("cache_dtype", est.cache_dtype, CACHE_DTYPES)
-    for flag in ("channels_last", "compile", "finetune", "use_y_as_age", "conform"):
+    for flag in ("channels_last", "compile", "finetune", "use_y_as_age", "conform",
+                 "sync_batchnorm"):
         if not isinstance(getattr(est, flag), (bool, np.bool_)):
             raise TypeError(f"{flag} must be True or False; got {getattr(est, flag)!r}.")
     from ..models import ARCHITECTURES
@@ -115,6 +116,8 @@ def validate_params(est):
 
         if not isinstance(est.device, torch.device):
             raise TypeError(f"device must be 'auto', a device string or torch.device; got {est.device!r}.")
+    if not (isinstance(est.distributed, (bool, np.bool_)) or est.distributed == "auto"):
+        raise ValueError(f"distributed must be 'auto', True or False; got {est.distributed!r}.")
     if est.data_parallel not in ("auto", True, False):
         raise ValueError(f"data_parallel must be 'auto', True or False; got {est.data_parallel!r}.")
     if est.net_params is not None and not isinstance(est.net_params, dict):

@@ -246,7 +246,7 @@ def check_anatomy(anatomy, n_samples=None, *, device=None, dtype=None, non_negat
                 "are cosine similarities of anatomy vectors and must stay in [0, 1]: pass the "
                 "measures as FreeSurfer gives them (thickness, volume and area are positive), or "
                 "min-max scale them (AnatomyScaler; anatomy_scaling='minmax' in AnatCLEmbedder "
-                "and train_distributed), not z-scores."
+                "and AnatCLEmbedder under torchrun), not z-scores."
             )
     return anatomy
 

@@ -42,9 +42,9 @@ class AnatCLModel(nn.Module):
         Number of encoder features ``F`` (512 for ResNet-18/34, 2048 for 50).
     input_shape : tuple of int or None
         The grid ``(D, H, W)`` the weights were trained on, when known: set by
-        :func:`load_checkpoint` from a checkpoint that records it (those of
-        ``train_distributed``), by ``train_distributed`` and by
-        ``AnatCLEmbedder.fit``. ``None`` for new models and the released
+        :func:`load_checkpoint` from a checkpoint that records it, from a
+        saved-model folder, and by ``AnatCLEmbedder.fit``. ``None`` for new
+        models and the released
         weights (trained on OpenBHB's 121 x 145 x 121).
     input_affine : ndarray of shape (4, 4) or None
         The voxel-to-world affine of that grid, when known (images with an affine:

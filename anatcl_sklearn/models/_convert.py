@@ -25,7 +25,8 @@ def convert_checkpoint(checkpoint, out_dir, *, arch="resnet18", out_dim=128, ext
     Parameters
     ----------
     checkpoint : str or os.PathLike
-        A checkpoint file: the released AnatCL format, ``train_distributed``'s, or a bare
+        A checkpoint file: the released AnatCL format (``--released-checkpoint`` of
+        ``python -m anatcl_sklearn.distributed`` writes it too), or a bare
         state dict (read with :func:`load_checkpoint`, which never runs pickled code).
     out_dir : str or os.PathLike
         The folder to write (created if missing).
