@@ -521,7 +521,7 @@ def test_bad_metadata_is_refused_before_training(small_brains):
         AnatCLEmbedder(**FAST).fit(X, age=small_brains.age[:5], anatomy=small_brains.anatomy[:6])
     bad_age = small_brains.age[:6].copy()
     bad_age[2] = np.nan
-    with pytest.raises(ValueError, match=r"age has non-finite.*\[2\]"):
+    with pytest.raises(ValueError, match=r"age has values that are not finite in float32.*\[2\]"):
         AnatCLEmbedder(**FAST).fit(X, age=bad_age, anatomy=small_brains.anatomy[:6])
 
 

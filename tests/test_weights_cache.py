@@ -478,7 +478,7 @@ def test_downloads_retry_with_backoff_then_fail_leaving_nothing(tmp_path, monkey
     pauses = []
     monkeypatch.setattr(_transfer, "_BACKOFF_S", (1.0, 2.0))
     monkeypatch.setattr(
-        _official,
+        _transfer,
         "time",
         SimpleNamespace(sleep=pauses.append, time=time.time, monotonic=time.monotonic),
     )

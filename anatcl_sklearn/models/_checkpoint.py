@@ -129,8 +129,11 @@ def load_checkpoint(
     state_dict = _strip_wrapper_prefixes(_extract_state_dict(checkpoint, source))
     _check_compatible(model, state_dict, arch, strict, source)
     _check_finite(state_dict, source)
-    if strict:  # every tensor is the file's (in float32, as the model's own would be)
-        state_dict = {k: v.float() if torch.is_floating_point(v) else v
+    if strict:  # every tensor is the file's (in float32, as the model's own would be); a
+        # dict in memory is the caller's: copied, so the model never aliases it
+        copy = isinstance(path_or_dict, Mapping)
+        state_dict = {k: (v.to(torch.float32, copy=copy) if torch.is_floating_point(v)
+                          else v.clone() if copy else v)
                       for k, v in state_dict.items()}
         model.load_state_dict(state_dict, strict=True, assign=True)
     else:
