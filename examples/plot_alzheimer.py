@@ -59,7 +59,7 @@ COHORT_DIRS = {"adni": os.environ.get("ANATCL_ADNI_DIR"),
 if not (S.openbhb_dir or any(COHORT_DIRS.values()) or S.official):
     # Synthetic brains use a small grid on purpose; the warning is for released weights.
     warnings.filterwarnings("ignore", category=GridWarning)
-data = load_example_data(S, COHORT_DIRS, n_subjects=60 if S.fast else 300)
+data = load_example_data(S, COHORT_DIRS, n_subjects=60 if S.fast else 300, cv=S.cv)
 cohorts = data.cohorts
 
 # %%

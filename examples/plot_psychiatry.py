@@ -10,7 +10,11 @@ Asperger's and PDD-NOS -- scored with balanced accuracy.
 
 By default every cohort is **synthetic**: ``make_synthetic_brains`` imitates SchizConnect
 (frontal, temporal and insular thinning) and ABIDE-I (small diffuse effects). The numbers
-show the protocol at work; they are not the paper's.
+show the protocol at work; they are not the paper's. The synthetic cohorts keep the
+paper's group proportions, and PDD-NOS was 7 of ABIDE-I's 995 subjects: 300 synthetic
+subjects would hold 3 of them, fewer than the 5 folds, so
+:func:`~anatcl_sklearn.evaluation.load_example_data` draws the synthetic ABIDE-I larger
+(632 subjects) until every class of every task fills the folds, and prints so.
 
 Environment variables (all optional):
 
@@ -57,11 +61,13 @@ COHORT_DIRS = {"schizconnect": os.environ.get("ANATCL_SCHIZCONNECT_DIR"),
 # Data
 # ----
 # Real cohorts where their folders are given, synthetic ones otherwise; pretraining data
-# from OpenBHB, synthetic brains, or none when only the released weights are used.
+# from OpenBHB, synthetic brains, or none when only the released weights are used. With
+# ``cv=S.cv``, a synthetic cohort grows past ``n_subjects`` when a class of one of its tasks
+# could not fill the folds (ABIDE-I's PDD-NOS).
 if not (S.openbhb_dir or any(COHORT_DIRS.values()) or S.official):
     # Synthetic brains use a small grid on purpose; the warning is for released weights.
     warnings.filterwarnings("ignore", category=GridWarning)
-data = load_example_data(S, COHORT_DIRS, n_subjects=60 if S.fast else 300)
+data = load_example_data(S, COHORT_DIRS, n_subjects=60 if S.fast else 300, cv=S.cv)
 cohorts = data.cohorts
 
 # %%

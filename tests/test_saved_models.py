@@ -19,11 +19,12 @@ from anatcl_sklearn import AnatCLEmbedder, make_synthetic_brains
 from anatcl_sklearn.cli import main as cli
 from anatcl_sklearn.models import (
     AnatCLModel,
+    _hub,
+    _saved,
     convert_checkpoint,
     load_model_dir,
     resolve_pretrained,
 )
-from anatcl_sklearn.models import _hub, _saved
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,12 @@ import pandas as pd
 import pytest
 from scipy.stats import f_oneway, spearmanr
 from sklearn.linear_model import RidgeClassifierCV, RidgeCV
-from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict, cross_val_score
+from sklearn.model_selection import (
+    KFold,
+    StratifiedKFold,
+    cross_val_predict,
+    cross_val_score,
+)
 
 from anatcl_sklearn.anatomy._regions import ANATOMY_MEASURES, DESIKAN_REGIONS
 from anatcl_sklearn.datasets import make_synthetic_brains

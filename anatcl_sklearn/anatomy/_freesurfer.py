@@ -13,7 +13,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._regions import ANATOMY_MEASURES, DESIKAN_HEMISPHERE_REGIONS, N_MEASURES, N_REGIONS
+from ._regions import (
+    ANATOMY_MEASURES,
+    DESIKAN_HEMISPHERE_REGIONS,
+    N_MEASURES,
+    N_REGIONS,
+)
 
 __all__ = ["read_aparc_stats", "read_aparcstats2table"]
 

@@ -12,8 +12,8 @@
 - :func:`run_paper_table`, :func:`report_paper_table`, :data:`RELEASED_METHODS`: one of
   Tables 2-5 end to end (pretrain each method, embed every cohort once, probe every task,
   write the table, its folds and its figure);
-- :func:`settings_from_env`, :func:`load_example_data`, :data:`FAST_METHODS`: the
-  ``ANATCL_*`` settings and data of the gallery examples.
+- :func:`settings_from_env`, :func:`load_example_data`, :func:`synthetic_cohort_size`,
+  :data:`FAST_METHODS`: the ``ANATCL_*`` settings and data of the gallery examples.
 """
 
 from ._cohorts import load_cohort
@@ -22,7 +22,12 @@ from ._plotting import plot_results
 from ._probe import PROBE_GRID, embed, linear_probe, make_probe
 from ._protocol import RELEASED_METHODS, report_paper_table, run_paper_table
 from ._results import ProbeResult, results_table, save_results_csv
-from ._settings import FAST_METHODS, load_example_data, settings_from_env
+from ._settings import (
+    FAST_METHODS,
+    load_example_data,
+    settings_from_env,
+    synthetic_cohort_size,
+)
 from ._tasks import PAPER_TABLES, TASKS, Task, get_task
 
 __all__ = [
@@ -46,4 +51,5 @@ __all__ = [
     "run_paper_table",
     "save_results_csv",
     "settings_from_env",
+    "synthetic_cohort_size",
 ]

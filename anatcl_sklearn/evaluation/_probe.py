@@ -160,6 +160,36 @@ def _score(kind, y_true, y_pred):
     return mean_absolute_error(y_true, y_pred)
 
 
+def _check_task_size(task, labels, cv):
+    """``(target, class_counts)`` of a task's labelled subjects, or a ValueError when they
+    cannot fill ``cv`` outer folds: fewer than two classes, a class with fewer than ``cv``
+    subjects, or fewer than ``2 * cv`` labelled subjects for regression. ``labels`` is
+    ``task.labels(participants)`` (NaN: left out). :func:`linear_probe` checks this before
+    probing; :func:`run_paper_table` and :func:`load_example_data` before any training."""
+    target = labels[labels.notna().to_numpy()].to_numpy()
+    if task.kind != "classification":
+        target = target.astype(np.float64)
+        if len(target) < 2 * cv:
+            raise ValueError(
+                f"Task {task.name!r}: {len(target)} labelled subjects are too few for cv={cv} "
+                f"(at least {2 * cv} needed)."
+            )
+        return target, None
+    classes, counts = np.unique(target, return_counts=True)
+    class_counts = {_plain(c): int(n) for c, n in zip(classes, counts)}
+    if len(classes) < 2:
+        raise ValueError(
+            f"Task {task.name!r}: need two classes, found {class_counts} among "
+            f"{len(target)} labelled subjects (of {len(labels)})."
+        )
+    if counts.min() < cv:
+        raise ValueError(
+            f"Task {task.name!r}: the smallest class has {counts.min()} subjects "
+            f"({class_counts}), fewer than cv={cv} folds; lower cv or add subjects."
+        )
+    return target, class_counts
+
+
 def linear_probe(embeddings_or_transformer, X=None, y=None, task=None, *, cv=5, inner_cv=5,
                  random_state=None, memory=None, name=None, n_jobs=None):
     """Cross-validate the paper's linear probe on frozen embeddings for one task.
@@ -269,29 +299,10 @@ def linear_probe(embeddings_or_transformer, X=None, y=None, task=None, *, cv=5, 
 
     keep = labels.notna().to_numpy()
     Z = embeddings[keep]
-    target = labels[keep].to_numpy()
-    class_counts = None
+    target, class_counts = _check_task_size(task, labels, cv)
     if task.kind == "classification":
-        classes, counts = np.unique(target, return_counts=True)
-        class_counts = {_plain(c): int(n) for c, n in zip(classes, counts)}
-        if len(classes) < 2:
-            raise ValueError(
-                f"Task {task.name!r}: need two classes, found {class_counts} among "
-                f"{len(target)} labelled subjects (of {len(labels)})."
-            )
-        if counts.min() < cv:
-            raise ValueError(
-                f"Task {task.name!r}: the smallest class has {counts.min()} subjects "
-                f"({class_counts}), fewer than cv={cv} folds; lower cv or add subjects."
-            )
         outer = StratifiedKFold(cv, shuffle=True, random_state=random_state)
     else:
-        target = target.astype(np.float64)
-        if len(target) < 2 * cv:
-            raise ValueError(
-                f"Task {task.name!r}: {len(target)} labelled subjects are too few for cv={cv} "
-                f"(at least {2 * cv} needed)."
-            )
         outer = KFold(cv, shuffle=True, random_state=random_state)
 
     # The probes' matrices (n x 512) are too small to gain from BLAS threads, and idle

@@ -9,7 +9,7 @@ from sklearn.base import clone
 from sklearn.utils import Bunch
 
 from ._methods import PAPER_METHODS
-from ._probe import embed, linear_probe
+from ._probe import _check_folds, _check_task_size, embed, linear_probe
 from ._tasks import PAPER_TABLES, TASKS
 
 __all__ = ["RELEASED_METHODS", "report_paper_table", "run_paper_table"]
@@ -117,7 +117,9 @@ def run_paper_table(table, *, pretrain, cohorts, methods=None, training=None, cv
     ------
     ValueError
         If ``table`` is not a paper table, a method is unknown, a task's cohort is missing
-        from ``cohorts``, or a method needs pretraining and ``pretrain`` is None.
+        from ``cohorts``, a task's labelled subjects cannot fill ``cv`` folds (a class with
+        fewer than ``cv`` subjects; checked before any pretraining), or a method needs
+        pretraining and ``pretrain`` is None.
     TypeError
         If ``cohorts`` is not a mapping or a custom method is not an estimator.
     """
@@ -131,6 +133,10 @@ def run_paper_table(table, *, pretrain, cohorts, methods=None, training=None, cv
     if missing:
         raise ValueError(f"Table {table} needs the cohorts {missing}; cohorts holds "
                          f"{list(cohorts)}.")
+    # Every task must fill its folds: found out now, not after hours of pretraining.
+    cv = _check_folds(cv, "cv")
+    for t in tasks:
+        _check_task_size(TASKS[t], TASKS[t].labels(cohorts[TASKS[t].cohort].participants), cv)
     methods = _check_methods(methods)
     training = dict(training or {})
     embedders = {name: _make_embedder(name, est, training, random_state, checkpoint_dir,

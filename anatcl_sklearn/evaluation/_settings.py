@@ -8,7 +8,7 @@ from sklearn.utils import Bunch
 from ._methods import PAPER_METHODS
 from ._protocol import RELEASED_METHODS
 
-__all__ = ["FAST_METHODS", "load_example_data", "settings_from_env"]
+__all__ = ["FAST_METHODS", "load_example_data", "settings_from_env", "synthetic_cohort_size"]
 
 #: The rows of a fast run: one self-supervised, one age-supervised and one anatomical method.
 FAST_METHODS = ("SimCLR", "y-Aware", "AnatCL-G3")
@@ -85,7 +85,8 @@ def settings_from_env(example, *, default_output, environ=None):
                  inner_cv=3 if fast else 5, n_pretrain=32 if fast else 96, methods=methods)
 
 
-def load_example_data(settings, cohort_dirs, *, n_subjects, shape=(24, 28, 24), verbose=True):
+def load_example_data(settings, cohort_dirs, *, n_subjects, shape=(24, 28, 24), cv=None,
+                      verbose=True):
     """Pretraining data and downstream cohorts of a paper-table example: real or synthetic.
 
     Parameters
@@ -98,9 +99,17 @@ def load_example_data(settings, cohort_dirs, *, n_subjects, shape=(24, 28, 24), 
         ``{cohort name: folder}``: a folder is read by :func:`load_cohort`; None makes
         synthetic subjects of that cohort (seeds 2, 3, ... in order).
     n_subjects : int
-        Subjects of each synthetic cohort.
+        Subjects of each synthetic cohort (more where ``cv`` asks for them).
     shape : tuple of int, default=(24, 28, 24)
         Grid of the synthetic brains.
+    cv : int or None, default=None
+        Outer folds every task of a synthetic cohort must fill, usually ``settings.cv``
+        (None: ``n_subjects`` as given). Group proportions follow the paper's cohorts, so
+        a rare group stays rare: ABIDE-I had 7 PDD-NOS subjects in 995, and 300 synthetic
+        ABIDE-I subjects hold 3, too few for 5 folds. Such a cohort is drawn larger
+        (:func:`synthetic_cohort_size`: 632 subjects there), so that every class of every
+        task of that cohort (:data:`TASKS`) has at least ``cv`` subjects and a regression
+        task ``2 * cv``; the printed size says so.
     verbose : bool, default=True
         Print each cohort's size.
 
@@ -140,9 +149,89 @@ def load_example_data(settings, cohort_dirs, *, n_subjects, shape=(24, 28, 24), 
     for seed, (name, folder) in enumerate(cohort_dirs.items(), start=2):
         if folder:
             cohorts[name] = load_cohort(folder)
+            grown = ""
         else:
-            cohorts[name] = make_synthetic_brains(n_subjects, shape=shape, cohort=name,
+            n = (n_subjects if cv is None
+                 else synthetic_cohort_size(name, n_subjects, cv=cv, random_state=seed))
+            cohorts[name] = make_synthetic_brains(n, shape=shape, cohort=name,
                                                   random_state=seed)
+            grown = (f" ({n_subjects} asked for, grown so that every {name} task has at "
+                     f"least {cv} subjects per class for {cv}-fold CV)" if n > n_subjects
+                     else "")
         if verbose:
-            print(f"{name} ({kinds[name]}): {len(cohorts[name].images)} subjects")
+            print(f"{name} ({kinds[name]}): {len(cohorts[name].images)} subjects{grown}")
     return Bunch(pretrain=pretrain, cohorts=cohorts, kinds=kinds, real=real, label=label)
+
+
+def synthetic_cohort_size(cohort, n_subjects, *, cv=5, random_state=None):
+    """A synthetic cohort's size, from ``n_subjects`` up, at which every task fills ``cv`` folds.
+
+    :func:`~anatcl_sklearn.datasets.make_synthetic_brains` keeps the group proportions of
+    the paper's cohorts, so a rare group can hold fewer subjects than there are folds
+    (ABIDE-I's PDD-NOS: 7 of 995 subjects in the paper, 3 of 300 synthetic ones). Labels
+    are drawn without images (milliseconds) at growing sizes until every task of the
+    cohort in :data:`TASKS` -- its diagnoses and phenotypes -- has at least ``cv`` subjects
+    in each class (a regression task: ``2 * cv`` labelled subjects), then bisected between
+    the last size that fell short and the first that did not. The same ``random_state``
+    with images gives the same labels.
+
+    Parameters
+    ----------
+    cohort : str
+        A ``cohort`` of :func:`~anatcl_sklearn.datasets.make_synthetic_brains`.
+    n_subjects : int
+        The size wanted; returned when it is enough.
+    cv : int, default=5
+        Outer folds of the probes.
+    random_state : int or None, default=None
+        The seed the cohort will be drawn with (an int: the labels depend on it).
+
+    Returns
+    -------
+    n_subjects : int
+        The size to draw the cohort at.
+
+    Raises
+    ------
+    ValueError
+        If no size up to 100 times ``n_subjects`` (at least 10,000) fills the folds.
+
+    Examples
+    --------
+    >>> from anatcl_sklearn.evaluation import synthetic_cohort_size
+    >>> synthetic_cohort_size("adni", 300, cv=5, random_state=2)
+    300
+    >>> synthetic_cohort_size("abide", 300, cv=5, random_state=3)  # PDD-NOS is 0.7 %
+    632
+    """
+    from ..datasets import make_synthetic_brains
+    from ._probe import _check_task_size
+    from ._tasks import TASKS
+
+    tasks = [task for task in TASKS.values() if task.cohort == cohort]
+
+    def fills(n):
+        participants = make_synthetic_brains(n, cohort=cohort, random_state=random_state,
+                                             return_images=False).participants
+        try:
+            for task in tasks:
+                _check_task_size(task, task.labels(participants), cv)
+        except ValueError:
+            return False
+        return True
+
+    if fills(n_subjects):
+        return n_subjects
+    limit = max(100 * n_subjects, 10_000)
+    low, high = n_subjects, n_subjects
+    while not fills(high):
+        low, high = high, int(high * 1.25) + 1
+        if high > limit:
+            raise ValueError(
+                f"No synthetic {cohort!r} cohort of {n_subjects} to {limit} subjects has "
+                f"enough subjects in every class of its tasks for cv={cv} folds."
+            )
+    while high - low > 1:  # the smallest size that fills them, between a miss and a hit
+        middle = (low + high) // 2
+        low, high = (low, middle) if fills(middle) else (middle, high)
+    return high

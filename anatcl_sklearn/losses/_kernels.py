@@ -11,7 +11,14 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ._validation import AGE_KERNELS, DESCRIPTORS, check_age, check_anatomy, check_option, check_scalar
+from ._validation import (
+    AGE_KERNELS,
+    DESCRIPTORS,
+    check_age,
+    check_anatomy,
+    check_option,
+    check_scalar,
+)
 
 # Below this norm a region or measure vector counts as zero: its unit vector is zero and its
 # cosine with anything is 0 (instead of NaN).
@@ -97,7 +104,7 @@ def cauchy_kernel(age, sigma=2.0):
     age : torch.Tensor or array-like of shape (n_samples,) or (n_samples, 1)
         Ages in years, finite.
     sigma : float, default=2.0
-        Scale multiplying the squared age difference, in 1 / unit of ``age``**2; must be > 0.
+        Scale multiplying the squared age difference, in units of 1 / ``age`` squared; must be > 0.
 
     Returns
     -------

@@ -8,7 +8,14 @@ from torch import nn
 
 from ._contrastive import anatcl_loss, expw_loss, simclr_loss, yaware_loss
 from ._kernels import _age_kernel
-from ._validation import AGE_KERNELS, DESCRIPTORS, check_age, check_features, check_option, check_scalar
+from ._validation import (
+    AGE_KERNELS,
+    DESCRIPTORS,
+    check_age,
+    check_features,
+    check_option,
+    check_scalar,
+)
 
 
 class AnatCLLoss(nn.Module):

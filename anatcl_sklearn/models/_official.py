@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 
+from .._atomic import new_file_mode
 from ._anatcl_model import AnatCLModel
 from ._checkpoint import load_checkpoint
-from .._atomic import new_file_mode
 from ._digest import file_sha256, read_digest, write_digest
 from ._transfer import FetchFailed, fetch_with_retries
 
