@@ -239,7 +239,7 @@ def test_output_folder_must_exist_and_be_writable(ckpt, brains, tmp_path, capsys
 @pytest.mark.parametrize("args, message", [
     (["--batch-size", "0"], "--batch-size: must be >= 1; got 0"),
     (["--fold", "7"], "--fold: must be >= 0 and <= 4; got 7"),
-    (["--fold", "x"], "--fold: invalid integer"),
+    (["--fold", "x"], "--fold: invalid int: 'x'"),
     (["--precision", "fp16"], "invalid choice: 'fp16'"),
     (["--device", "gpu0"], "invalid device"),
 ])
