@@ -8,9 +8,11 @@ freeze it and probe its embeddings of held-out subjects with the paper's linear 
 age (ridge regression, mean absolute error in years) and sex (logistic regression,
 balanced accuracy), 5-fold cross-validated.
 
-By default the example runs on **synthetic brains** in a few minutes on a CPU: small
-grids, few subjects, a few epochs. Its numbers show that the pipeline works and that
-pretraining finds signal the synthetic generator put there; they are not the paper's.
+By default the example runs on **synthetic brains**: small grids, few subjects, a few
+epochs. Its numbers show that the pipeline works and that pretraining finds signal the
+synthetic generator put there; they are not the paper's. Run as shipped (no environment
+variable), it took 5 minutes on two CPU cores (measured once, the cores shared with other
+work).
 
 Environment variables (all optional):
 
