@@ -123,8 +123,8 @@ def git_commit():
 def machine_header(device="cpu"):
     """One dict describing where and with what a benchmark ran."""
     import nibabel
-    import skorch
     import sklearn
+    import skorch
 
     info = {
         "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),

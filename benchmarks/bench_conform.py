@@ -50,13 +50,20 @@ import time
 import warnings
 from pathlib import Path
 
+import _common
 import nibabel as nib
 import numpy as np
 import torch
 
-import _common
-from anatcl_sklearn import (OPENBHB_AFFINE, OPENBHB_SHAPE, AnatCLEmbedder, AnatCLModel,
-                            GridWarning, check_images, conform_image)
+from anatcl_sklearn import (
+    OPENBHB_AFFINE,
+    OPENBHB_SHAPE,
+    AnatCLEmbedder,
+    AnatCLModel,
+    GridWarning,
+    check_images,
+    conform_image,
+)
 from anatcl_sklearn.datasets import make_synthetic_brains
 from anatcl_sklearn.images._conform import _exact_mapping, _monomial_axes, conform_data
 

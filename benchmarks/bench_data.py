@@ -34,12 +34,12 @@ import time
 import warnings
 from pathlib import Path
 
+import _common
 import nibabel as nib
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-import _common
 from anatcl_sklearn import GridWarning, check_images
 from anatcl_sklearn.datasets import make_synthetic_brains
 from anatcl_sklearn.embedder._cache import VolumeCache

@@ -28,9 +28,9 @@ import tracemalloc
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 
+import _common
 import torch
 
-import _common
 from anatcl_sklearn import AnatCLEmbedder, GridWarning
 from anatcl_sklearn.datasets import make_synthetic_brains
 

@@ -45,10 +45,10 @@ import sys
 import time
 import warnings
 
+import _common
 import torch
 from sklearn.utils import check_random_state
 
-import _common
 from anatcl_sklearn import AnatCLEmbedder, GridWarning
 from anatcl_sklearn._optim import adam_kwargs
 from anatcl_sklearn.datasets import make_synthetic_brains

@@ -359,7 +359,9 @@ def test_negative_anatomy_is_refused_before_training_unless_min_max_scaled(small
 
 
 def test_compile_with_data_parallel_is_refused_before_reading_images(monkeypatch):
-    from anatcl_sklearn.embedder import _training as _embedder  # the engine decides the wrapping
+    from anatcl_sklearn.embedder import (
+        _training as _embedder,  # the engine decides the wrapping
+    )
 
     monkeypatch.setattr(_embedder, "_use_data_parallel", lambda setting, device: True)
     est = AnatCLEmbedder(compile=True, verbose=0)
@@ -460,7 +462,9 @@ class _LookAtModule(Callback):
 def test_data_parallel_wiring_trains_saves_and_unwraps(small_brains, tmp_path, monkeypatch):
     # Several GPUs cannot be had here; without CUDA, DataParallel forwards to its module, so the
     # wrapping, the optimizer, the checkpoint keys and the unwrapping can still be checked.
-    from anatcl_sklearn.embedder import _training as _embedder  # the engine decides the wrapping
+    from anatcl_sklearn.embedder import (
+        _training as _embedder,  # the engine decides the wrapping
+    )
 
     X, meta = small_brains.images[:8], _meta(small_brains, slice(8))
     params = dict(max_epochs=2, batch_size=4, lr=1e-3, verbose=0, random_state=0)

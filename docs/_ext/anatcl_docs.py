@@ -19,8 +19,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from sphinx.pycode import ModuleAnalyzer
-from sphinx.pycode import PycodeError
+from sphinx.pycode import ModuleAnalyzer, PycodeError
 
 # The public modules, sub-packages first: an object exported by a sub-package and the
 # top level is documented in the sub-package (its more specific home).
