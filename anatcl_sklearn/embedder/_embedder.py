@@ -336,7 +336,7 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
 
         Returns
         -------
-        embeddings : ndarray of shape (n, n_features_out_), float32
+        embeddings : ndarray of shape ``(n, n_features_out_)``, float32
             Encoder features (``output="encoder"``) or projections (``output="projection"``).
         """
         check_is_fitted(self, "net_")
