@@ -1,4 +1,9 @@
-"""Shared fixtures: small synthetic brains, the shared real-data folder, quiet warnings."""
+"""Shared fixtures: small synthetic brains, the shared real-data folder, quiet warnings.
+
+Two tiers: ``python -m pytest`` runs the fast tier (every public function and error path on
+small volumes); ``python -m pytest --runslow`` adds the tests marked ``slow`` (torchrun
+processes, the example gallery, the docs build, subprocess round trips, full-size volumes).
+"""
 
 from pathlib import Path
 
@@ -6,6 +11,29 @@ import numpy as np
 import pytest
 
 SMALL_SHAPE = (24, 28, 24)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False,
+                     help="also run the tests marked slow (torchrun, the gallery, the docs build, "
+                          "subprocesses, full-size volumes)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without --runslow, deselect the slow tier (counted as deselected in the summary)."""
+    if config.getoption("--runslow"):
+        return
+    slow = [item for item in items if "slow" in item.keywords]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if "slow" not in item.keywords]
+        config._anatcl_slow_deselected = len(slow)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    n = getattr(config, "_anatcl_slow_deselected", 0)
+    if n:
+        terminalreporter.write_line(f"{n} slow tests deselected: run them with --runslow")
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +63,18 @@ def _quiet_grid_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", GridWarning)
         yield
+
+
+@pytest.fixture
+def narrow_resnet(monkeypatch):
+    """The 3D ResNets with a quarter of their stage widths (16, 32, 64, 128), for the tests whose
+    subject is not the network (run keys, checkpoints, plumbing around fit): the same layers,
+    blocks and code paths at 1/16 of the parameters, so each fit costs a fraction of a second.
+    The real widths are covered by tests/test_models.py and by every test without this fixture.
+    """
+    from anatcl_sklearn.models import _resnet3d
+
+    monkeypatch.setattr(_resnet3d, "_STAGE_WIDTHS", (16, 32, 64, 128))
 
 
 def assert_close(a, b, **kw):

@@ -136,6 +136,7 @@ def _files(folder):
     return sorted(p.name for p in Path(folder).glob("anatcl-run-*.pt"))
 
 
+@pytest.mark.usefixtures("narrow_resnet")
 def test_pretrained_weights_and_their_fold_are_part_of_the_run_key(brains, tmp_path, monkeypatch):
     X, ckpt = brains.images, tmp_path / "ckpt"
     scratch = _fit(X, checkpoint_dir=ckpt)
@@ -166,6 +167,7 @@ def test_pretrained_weights_and_their_fold_are_part_of_the_run_key(brains, tmp_p
     assert not np.allclose(g.transform(X[:2]), loc.transform(X[:2]))
 
 
+@pytest.mark.usefixtures("narrow_resnet")
 def test_different_memmaps_and_changed_files_of_one_shape_are_different_runs(brains, tmp_path):
     ckpt = tmp_path / "ckpt"
     a = np.lib.format.open_memmap(tmp_path / "a.npy", mode="w+", dtype=np.float32,
@@ -251,6 +253,7 @@ def test_full_or_read_only_checkpoint_dir_fails_before_the_first_epoch(brains, t
     assert counter.epochs == 0
 
 
+@pytest.mark.usefixtures("narrow_resnet")
 def test_a_wrong_checkpoint_file_is_named_and_ignored_never_half_used(brains, tmp_path):
     ckpt = tmp_path / "ckpt"
     first = _fit(brains.images, checkpoint_dir=ckpt, max_epochs=2)
@@ -285,6 +288,7 @@ def test_ages_are_checked_in_the_dtype_training_uses(brains):
 # -- a failed fit leaves the estimator as it was ----------------------------------------------
 
 
+@pytest.mark.usefixtures("narrow_resnet")
 def test_a_failed_refit_leaves_the_previous_fitted_state_intact(brains):
     est = AnatCLEmbedder(method="simclr", max_epochs=1, batch_size=4, verbose=0, random_state=0)
     est.fit(brains.images)
