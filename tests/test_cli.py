@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+import anatcl_sklearn
 from anatcl_sklearn.__main__ import main
 from anatcl_sklearn.cli import COMMANDS, command_parser
 from anatcl_sklearn.cli._errors import flag_words
@@ -89,6 +90,8 @@ def test_help_names_the_commands_in_its_usage_line(capsys):
         assert re.search(rf"^\s+{name}\s+\w", out, flags=re.MULTILINE), name
     assert _status(["demo", "--help"]) == 0
     assert capsys.readouterr().out.startswith("usage: anatcl-sklearn demo [-h]")
+    assert _status(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"anatcl-sklearn {anatcl_sklearn.__version__}"
 
 
 def test_an_unknown_command_is_a_usage_error_naming_the_commands(capsys):

@@ -1,6 +1,7 @@
 """Synthetic brains written as NIfTI files (write_synthetic_brains, ``anatcl-sklearn synthetic``)."""
 
 import os
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -44,7 +45,7 @@ def test_same_seed_same_bytes(tmp_path):
     a = write_synthetic_brains(tmp_path / "a", 2, shape=SHAPE, random_state=3)
     b = write_synthetic_brains(tmp_path / "b", 2, shape=SHAPE, random_state=3)
     for pa, pb in zip([*a.paths, a.participants_path], [*b.paths, b.participants_path]):
-        assert open(pa, "rb").read() == open(pb, "rb").read()
+        assert Path(pa).read_bytes() == Path(pb).read_bytes()
 
 
 def test_existing_files_are_refused_before_anything_is_written(tmp_path, monkeypatch):
