@@ -140,6 +140,7 @@ def write_synthetic_brains(
     (24, 28, 24)
     >>> list(data.participants.columns[[0, 1, 2, -1]])
     ['participant_id', 'age', 'sex', 'path']
+    >>> import shutil; shutil.rmtree(folder)
     """
     from .._atomic import atomic_write_bytes, atomic_write_text
     from ._synthetic import make_synthetic_brains
