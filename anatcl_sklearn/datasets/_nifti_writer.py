@@ -23,7 +23,7 @@ PARTICIPANTS_NAME = "participants.tsv"
 
 
 def _participant_ids(n_subjects):
-    """The ids :func:`make_synthetic_brains` gives (``sub-0001``...), known before drawing."""
+    """The ids ``make_synthetic_brains`` gives (``sub-0001``...), known before drawing."""
     width = max(4, len(str(n_subjects)))
     return [f"sub-{i + 1:0{width}d}" for i in range(n_subjects)]
 
@@ -74,7 +74,8 @@ def write_synthetic_brains(
 ):
     """Write synthetic brains as NIfTI files with their affine, plus a participants table.
 
-    Draws :func:`make_synthetic_brains` and writes, in ``folder`` (created if missing):
+    Draws :func:`~anatcl_sklearn.datasets.make_synthetic_brains` and writes, in ``folder``
+    (created if missing):
 
     - ``sub-0001_mwp1.nii.gz``, ... : one gzipped NIfTI-1 volume per subject (float32), whose
       affine is the synthetic grid's (``data.affine``: OpenBHB's 1.5 mm MNI grid on the
@@ -99,7 +100,7 @@ def write_synthetic_brains(
         AnatCL weights, so the files embed without ``--conform``; a small grid such as
         ``(24, 28, 24)`` writes in a blink for tests.
     cohort : str, default="openbhb"
-        Population to imitate, as in :func:`make_synthetic_brains`.
+        Population to imitate, as in :func:`~anatcl_sklearn.datasets.make_synthetic_brains`.
     random_state : int, RandomState instance or None, default=None
         Seed, for reproducible files.
     overwrite : bool, default=False
@@ -109,8 +110,8 @@ def write_synthetic_brains(
     Returns
     -------
     data : :class:`~sklearn.utils.Bunch`
-        What :func:`make_synthetic_brains` returns, with ``participants`` holding the
-        ``path`` column, plus
+        What :func:`~anatcl_sklearn.datasets.make_synthetic_brains` returns, with
+        ``participants`` holding the ``path`` column, plus
 
         paths : list of str
             Absolute path of each subject's image, in ``participants`` order.
@@ -121,7 +122,8 @@ def write_synthetic_brains(
     ------
     ValueError
         If ``folder`` exists and is not a folder, a target file exists and ``overwrite`` is
-        False, or an argument of :func:`make_synthetic_brains` is out of range.
+        False, or an argument of
+        :func:`~anatcl_sklearn.datasets.make_synthetic_brains` is out of range.
     TypeError
         If an argument has the wrong type.
     OSError
