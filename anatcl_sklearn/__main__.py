@@ -1,4 +1,5 @@
-"""``python -m anatcl_sklearn [embed|convert] ...``: see :mod:`anatcl_sklearn.cli`."""
+"""``python -m anatcl_sklearn [COMMAND] ...``, the same as ``anatcl-sklearn``: see
+:mod:`anatcl_sklearn.cli`."""
 
 import sys
 

@@ -252,9 +252,16 @@ def test_bad_numbers_and_choices_are_usage_errors(args, message, ckpt, brains, t
 def test_output_types(ckpt, brains, tmp_path, capsys, monkeypatch):
     assert run(brains[1][0], "--weights", ckpt, "--output", tmp_path / "e.json") == 2
     assert ".csv, .parquet" in error_line(capsys)
-    monkeypatch.setattr("anatcl_sklearn.cli._embed._parquet_engine", lambda: None)
+    for engine in ("pyarrow", "fastparquet"):  # neither importable
+        monkeypatch.setitem(sys.modules, engine, None)
+
+    def no_embedding(*args, **kwargs):
+        raise AssertionError("the parquet check must come before any embedding work")
+
+    monkeypatch.setattr(anatcl_sklearn, "check_images", no_embedding)
     assert run(brains[1][0], "--weights", ckpt, "--output", tmp_path / "e.parquet") == 2
-    assert "pip install pyarrow" in error_line(capsys)
+    assert 'pip install "anatcl-sklearn[parquet]"' in error_line(capsys)
+    monkeypatch.undo()
     assert run(brains[1][0], "--weights", tmp_path / "none.pth", "--output", tmp_path / "e.csv") == 2
     assert "none.pth" in error_line(capsys)
     assert os.listdir(tmp_path) == []
@@ -337,6 +344,21 @@ def test_module_entry_point_exit_status_and_one_line(ckpt, tmp_path):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(PREFIX) and str(bad) in lines[0], res.stderr
     assert not out.exists()
+
+
+def test_library_errors_name_the_flags(ckpt, brains, tmp_path, capsys):
+    other = _write(tmp_path / "other.nii.gz", 9, shape=(24, 28, 26))
+    out = tmp_path / "e.csv"
+    assert run(brains[1][0], other, "--weights", ckpt, "--output", out) == 2
+    line = error_line(capsys)
+    assert "must share one shape" in line and "Pass --conform to resample" in line
+    assert "conform=True" not in line
+    empty = tmp_path / "empty-folder"
+    empty.mkdir()
+    assert run(brains[1][0], "--weights", empty, "--output", out) == 2
+    line = error_line(capsys)
+    assert f"--weights {str(empty)!r} is a folder without a saved model" in line
+    assert "pretrained=" not in line and not out.exists()
 
 
 def test_demo_help_mentions_embed(capsys):

@@ -4,6 +4,7 @@ import argparse
 import os
 import sys
 
+from ._errors import error
 from ._types import number
 
 PROG = "anatcl-sklearn convert"
@@ -48,9 +49,7 @@ def main(argv=None):
                              "pass --force to replace it.")
         config = convert_checkpoint(args.checkpoint, out, arch=args.arch, out_dim=args.out_dim)
     except (ValueError, TypeError, OSError) as exc:
-        message = " ".join(str(exc).split())
-        sys.stderr.write(f"{PROG}: error: {message}\n")
-        return 2
+        return error(PROG, exc)
     print(f"wrote {out} ({WEIGHTS_NAME} sha256 {config['weights_sha256'][:12]}..., "
           f"{CONFIG_NAME}, README.md)")
     return 0

@@ -10,20 +10,30 @@ from pathlib import Path
 
 import numpy as np
 
+from ._errors import flag_words
 from ._types import number
 
+PROG = "anatcl-sklearn demo"
 MIN_SUBJECTS = 20
 
 
-def _parse(argv):
+def build_parser():
+    """The argument parser of ``anatcl-sklearn demo`` (also run with no command).
+
+    Returns
+    -------
+    parser : argparse.ArgumentParser
+    """
     p = argparse.ArgumentParser(
-        prog="python -m anatcl_sklearn",
+        prog=PROG,
         description="Pretrain an AnatCL 3D ResNet on brain MRIs, then linear-probe age and sex "
                     "on its embeddings, against the same encoder untrained.",
-        epilog="Other commands: 'anatcl-sklearn embed INPUT... --output FILE' embeds your own "
-               "images with pretrained weights; 'anatcl-sklearn convert CHECKPOINT OUT_DIR' turns "
-               "a torch checkpoint into a shareable safetensors folder (each takes --help; "
-               "'python -m anatcl_sklearn embed ...' works too).",
+        epilog="'anatcl-sklearn' with no command runs this demo ('anatcl-sklearn --epochs 3' "
+               "too). Other commands: 'anatcl-sklearn embed INPUT... --output FILE' embeds your "
+               "own images with pretrained weights; 'anatcl-sklearn synthetic DIR' writes "
+               "synthetic brains as NIfTI files to try it on; 'anatcl-sklearn convert "
+               "CHECKPOINT OUT_DIR' turns a torch checkpoint into a shareable safetensors folder "
+               "(see 'anatcl-sklearn --help'; 'python -m anatcl_sklearn ...' works too).",
     )
     p.add_argument("--openbhb", metavar="DIR", default=None,
                    help="OpenBHB root (participants.tsv, train/...); default: synthetic brains")
@@ -32,16 +42,32 @@ def _parse(argv):
     p.add_argument("--shape", type=number(int, 1), nargs=3, default=(32, 38, 32), metavar=("D", "H", "W"),
                    help="synthetic grid (default 32 38 32; the real grid is 121 145 121)")
     p.add_argument("--method", default="anatcl",
-                   choices=["anatcl", "yaware", "expw", "simclr", "l1"])
-    p.add_argument("--descriptor", default="global", choices=["global", "local"])
+                   choices=["anatcl", "yaware", "expw", "simclr", "l1"],
+                   help="pretraining objective (default anatcl; the others are the paper's "
+                        "baselines: y-Aware, exponential weighting, SimCLR, L1 age regression)")
+    p.add_argument("--descriptor", default="global", choices=["global", "local"],
+                   help="AnatCL's anatomy term: global (whole-brain) or local (per-region) "
+                        "similarity (default global)")
     p.add_argument("--epochs", type=number(int, 0), default=12,
-                   help="pretraining epochs (default 12)")
-    p.add_argument("--batch-size", type=number(int, 2), default=16)
+                   help="pretraining epochs, at least 1 (default 12)")
+    p.add_argument("--batch-size", type=number(int, 2), default=16,
+                   help="pretraining batch size, at least 2 (default 16)")
     p.add_argument("--lr", type=number(float, 0, low_open=True), default=1e-3,
                    help="learning rate (default 1e-3 for the short demo; the paper uses 1e-4)")
-    p.add_argument("--random-state", type=number(int, 0), default=0)
-    p.add_argument("--verbose", type=number(int, 0, 2), default=1)
+    p.add_argument("--random-state", type=number(int, 0), default=0,
+                   help="seed of the synthetic brains, the training and the probes' folds "
+                        "(default 0)")
+    p.add_argument("--verbose", type=number(int, 0, 2), default=1,
+                   help="0: results only; 1: a line per epoch (default); 2: plus a progress bar")
+    return p
+
+
+def _parse(argv):
+    p = build_parser()
     args = p.parse_args(argv)
+    if args.epochs == 0:
+        p.error("--epochs must be at least 1: the demo compares the pretrained encoder with the "
+                "untrained one, and 0 epochs would compare the untrained encoder with itself.")
     if args.n_subjects < MIN_SUBJECTS:
         p.error(f"--n-subjects must be at least {MIN_SUBJECTS}: the probes use 5 stratified "
                 f"folds (got {args.n_subjects}).")
@@ -63,8 +89,8 @@ def _load(args):
     data = make_synthetic_brains(args.n_subjects, shape=tuple(args.shape),
                                  random_state=args.random_state)
     return (data.images, data.age, data.sex, data.anatomy,
-            f"synthetic brains ({args.n_subjects} subjects, grid {tuple(args.shape)}; "
-            "not real data)")
+            (f"synthetic brains ({args.n_subjects} subjects, grid {tuple(args.shape)}; "
+             "not real data)"))
 
 
 def _probe(Z, age, sex, random_state):
@@ -90,10 +116,10 @@ def main(argv=None):
     try:
         X, age, sex, anatomy, what = _load(args)
     except (ValueError, OSError) as exc:  # a bad grid, an unreadable OpenBHB tree: say it plainly
-        parser.error(str(exc))
+        parser.error(flag_words(exc))
     print(f"Data: {what}")
-    common = dict(method=args.method, descriptor=args.descriptor, batch_size=args.batch_size,
-                  lr=args.lr, random_state=args.random_state)
+    common = {"method": args.method, "descriptor": args.descriptor,
+              "batch_size": args.batch_size, "lr": args.lr, "random_state": args.random_state}
     untrained = AnatCLEmbedder(max_epochs=0, verbose=0, **common).fit(X, age=age, anatomy=anatomy)
     t0 = time.perf_counter()
     trained = AnatCLEmbedder(max_epochs=args.epochs, verbose=args.verbose, **common)
@@ -101,7 +127,7 @@ def main(argv=None):
     elapsed = time.perf_counter() - t0
     label = f"{args.method} ({args.descriptor})" if args.method == "anatcl" else args.method
     print(f"Pretrained {label} for {args.epochs} epochs in {elapsed:.1f} s; "
-          f"final train loss {trained.history_[-1, 'train_loss']:.4f}" if args.epochs else "")
+          f"final train loss {trained.history_[-1, 'train_loss']:.4f}")
     rows = []
     for name, est in (("untrained encoder", untrained), (f"{args.method} pretrained", trained)):
         mae, bacc = _probe(est.transform(X), age, sex, args.random_state)

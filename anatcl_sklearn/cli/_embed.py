@@ -15,6 +15,7 @@ import sys
 import time
 import warnings
 
+from ._errors import error, flag_words
 from ._types import number
 
 PROG = "anatcl-sklearn embed"
@@ -63,7 +64,8 @@ def build_parser():
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="images, glob patterns or list files")
     p.add_argument("--output", "-o", required=True, metavar="FILE",
-                   help="table to write: .csv or .parquet (parquet needs pyarrow or fastparquet)")
+                   help="table to write: .csv or .parquet (.parquet needs pyarrow: "
+                        'pip install "anatcl-sklearn[parquet]")')
     p.add_argument("--weights", default="anatcl-global", metavar="W",
                    help="official name (anatcl-global, anatcl-local), a checkpoint file or a "
                         "saved model's folder (default: anatcl-global)")
@@ -96,7 +98,7 @@ def _check_output(path, force):
         raise UserError(f"--output {path!r}: unsupported file type; use one of "
                         f"{', '.join(_OUTPUT_EXTENSIONS)}.")
     if lower.endswith(".parquet") and _parquet_engine() is None:
-        raise UserError("--output .parquet needs pyarrow or fastparquet: pip install pyarrow "
+        raise UserError('--output .parquet needs pyarrow: pip install "anatcl-sklearn[parquet]" '
                         "(or write .csv).")
     path = os.path.abspath(os.path.expanduser(path))
     if os.path.isdir(path):
@@ -234,8 +236,7 @@ def _name_rows(message, labels):
     match = re.search(r"\b(?:INPUT|X)\[(\d+)\]", message)
     if match and label(match.group(1)) and labels[int(match.group(1))] not in message:
         message += f" (INPUT[{match.group(1)}] is {label(match.group(1))})"
-    # the library's advice to pass check_finite=False has no command-line counterpart
-    return message.replace(", or pass check_finite=False to skip this check", "")
+    return message
 
 
 # ---------------------------------------------------------------- reporting
@@ -263,12 +264,8 @@ class _Reporter:
         if key in self.seen:
             return
         self.seen.add(key)
-        from .. import GridWarning
-
         self.end_line()
-        if issubclass(category, GridWarning) and "conform=True" in str(message):
-            message = f"{message} (here: --conform)"
-        self._write(f"{PROG}: warning: {message}\n")
+        self._write(f"{PROG}: warning: {flag_words(message)}\n")
 
     def progress(self, done, total):
         if not self.quiet and self.tty:
@@ -396,9 +393,7 @@ def main(argv=None):
             return _embed(args, reporter)
     except UserError as exc:
         reporter.end_line()
-        message = re.sub(r"\s*\n\s*", " ", str(exc).strip())  # one line, whatever it holds
-        sys.stderr.write(f"{PROG}: error: {message}\n")
-        return 2
+        return error(PROG, exc)  # one line, in the command line's words
     except KeyboardInterrupt:
         reporter.end_line()
         sys.stderr.write(f"{PROG}: interrupted; no output written.\n")

@@ -56,8 +56,10 @@ def build_parser():
     data.add_argument("--anatomy", metavar="NPY",
                       help="with --images: .npy array (n, 68, 3) of Desikan CT, GMV, SA")
     data.add_argument("--split", default="train",
-                      choices=["train", "internal_test", "external_test", "val"])
-    data.add_argument("--max-subjects", type=number(int, 2), default=None, metavar="N")
+                      choices=["train", "internal_test", "external_test", "val"],
+                      help="with --openbhb: the split to train on (default train)")
+    data.add_argument("--max-subjects", type=number(int, 2), default=None, metavar="N",
+                      help="use only the first N subjects (default: all)")
     data.add_argument("--shape", type=number(int, 16), nargs=3, default=(32, 38, 32),
                       metavar=("D", "H", "W"), help="grid of --synthetic (default 32 38 32)")
     data.add_argument("--conform", action="store_true",
@@ -65,34 +67,55 @@ def build_parser():
 
     loss = p.add_argument_group("objective")
     loss.add_argument("--method", default="anatcl",
-                      choices=["anatcl", "yaware", "expw", "simclr", "l1"])
-    loss.add_argument("--descriptor", default="global", choices=["global", "local"])
+                      choices=["anatcl", "yaware", "expw", "simclr", "l1"],
+                      help="pretraining objective (default anatcl; the others are the paper's "
+                           "baselines)")
+    loss.add_argument("--descriptor", default="global", choices=["global", "local"],
+                      help="AnatCL's anatomy term: global or local (per-region) similarity "
+                           "(default global)")
     loss.add_argument("--sigma", type=pos_float, default=2.0, help="age kernel width, years")
-    loss.add_argument("--kernel", default="rbf", choices=["rbf", "gaussian", "cauchy"])
-    loss.add_argument("--lambda-age", type=nonneg_float, default=1.0)
-    loss.add_argument("--lambda-anat", type=nonneg_float, default=1.0)
-    loss.add_argument("--temperature", type=pos_float, default=0.1)
-    loss.add_argument("--anatomy-scaling", default="auto", choices=["auto", "minmax", "none"])
+    loss.add_argument("--kernel", default="rbf", choices=["rbf", "gaussian", "cauchy"],
+                      help="age similarity kernel (default rbf)")
+    loss.add_argument("--lambda-age", type=nonneg_float, default=1.0,
+                      help="weight of the age term (default 1)")
+    loss.add_argument("--lambda-anat", type=nonneg_float, default=1.0,
+                      help="weight of the anatomy term (default 1)")
+    loss.add_argument("--temperature", type=pos_float, default=0.1,
+                      help="contrastive temperature (default 0.1)")
+    loss.add_argument("--anatomy-scaling", default="auto", choices=["auto", "minmax", "none"],
+                      help="min-max scaling of the anatomy measures (default auto: for the "
+                           "local descriptor only)")
 
     train = p.add_argument_group("training (paper defaults)")
-    train.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet34", "resnet50"])
+    train.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet34", "resnet50"],
+                       help="3D ResNet encoder (default resnet18, the paper's)")
     train.add_argument("--augment", default="none",
                        help="'none' (the paper), 'all' or '+'-joined flip, crop, cutout, blur, noise")
-    train.add_argument("--epochs", type=nonneg_int, default=300)
+    train.add_argument("--epochs", type=nonneg_int, default=300,
+                       help="training epochs (default 300)")
     train.add_argument("--batch-size", type=number(int, 2), default=32,
                        help="GLOBAL batch size, split among the processes (32)")
-    train.add_argument("--lr", type=pos_float, default=1e-4)
-    train.add_argument("--lr-step", type=pos_int, default=10)
-    train.add_argument("--lr-gamma", type=pos_float, default=0.9)
-    train.add_argument("--weight-decay", type=nonneg_float, default=5e-5)
-    train.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    train.add_argument("--lr", type=pos_float, default=1e-4,
+                       help="Adam learning rate (default 1e-4)")
+    train.add_argument("--lr-step", type=pos_int, default=10,
+                       help="epochs between learning-rate decays (default 10)")
+    train.add_argument("--lr-gamma", type=pos_float, default=0.9,
+                       help="learning-rate factor at each decay (default 0.9)")
+    train.add_argument("--weight-decay", type=nonneg_float, default=5e-5,
+                       help="Adam weight decay (default 5e-5)")
+    train.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                       help="training precision (default fp32; bf16 on recent GPUs)")
     train.add_argument("--sync-bn", action="store_true",
                        help="SyncBatchNorm over all processes (CUDA only)")
-    train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    train.add_argument("--cache", default="none", choices=["none", "memory", "device"])
+    train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                       help="auto: this process's GPU when there is one, else the CPU")
+    train.add_argument("--cache", default="none", choices=["none", "memory", "device"],
+                       help="keep the volumes in memory or on the device after the first "
+                            "epoch (default none: read them every epoch)")
     train.add_argument("--num-workers", type=nonneg_int, default=None,
                        help="data loader workers per process (default: up to 4)")
-    train.add_argument("--seed", type=nonneg_int, default=0)
+    train.add_argument("--seed", type=nonneg_int, default=0,
+                       help="random seed of the run (default 0)")
 
     out = p.add_argument_group("output")
     out.add_argument("--output", default="anatcl-distributed", metavar="DIR",
@@ -103,7 +126,8 @@ def build_parser():
                      help="per-epoch resumable checkpoints (default OUTPUT/checkpoints)")
     out.add_argument("--force", action="store_true",
                      help="replace a saved model already in OUTPUT")
-    p.add_argument("--verbose", type=number(int, 0, 2), default=1)
+    p.add_argument("--verbose", type=number(int, 0, 2), default=1,
+                   help="0: quiet; 1: a line per epoch (default); 2: plus a progress bar")
     return p
 
 

@@ -1,17 +1,47 @@
-"""skorch callbacks around the training loop: learning-rate schedule, Ctrl-C safety, resumption.
+"""skorch callbacks around the training loop: learning-rate schedule, Ctrl-C safety, resumption,
+and the per-epoch table (colour on a terminal only).
 
 Everything around the loop is a callback (skorch's way), so the loop itself stays skorch's.
 """
 
 import copy
+import os
+import sys
 import warnings
 
 import numpy as np
 import torch
-from skorch.callbacks import Callback
+from skorch.callbacks import Callback, PrintLog
 from skorch.history import History
 
 from ._parallel import unwrap_module
+
+
+def _stdout_has_colour():
+    """Whether the per-epoch table may hold ANSI colour codes: stdout is a terminal and the
+    ``NO_COLOR`` environment variable (https://no-color.org) is unset or empty."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):  # replaced by an object without isatty, or closed
+        return False
+
+
+class TerminalPrintLog(PrintLog):
+    """skorch's per-epoch table, with colour only when it is printed to a terminal.
+
+    skorch's :class:`~skorch.callbacks.PrintLog` colours each epoch's best values with ANSI
+    escape codes wherever it prints; in a log file or piped notebook output those are noise
+    (``\x1b[36m0.5\x1b[0m``). This one asks at every epoch whether stdout is a terminal
+    (:func:`_stdout_has_colour`) and otherwise prints the same table, plain.
+    :class:`~anatcl_sklearn.embedder._net.ContrastiveNet` uses it as its ``print_log``.
+    """
+
+    def format_row(self, row, key, color):
+        if not _stdout_has_colour():  # skorch colours a value when row[key + "_best"] is true
+            row = {k: v for k, v in row.items() if k != key + "_best"}
+        return super().format_row(row, key, color)
 
 
 class StepLR(Callback):

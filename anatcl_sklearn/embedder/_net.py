@@ -13,6 +13,7 @@ from skorch import NeuralNet
 from skorch.utils import to_tensor
 
 from ._augment import make_views
+from ._callbacks import TerminalPrintLog
 
 # Stands for "the same object as module_" in a pickled net (see ContrastiveNet.__getstate__).
 _MODULE_IS_MODULE_ = "<anatcl_sklearn: same as module_>"
@@ -75,6 +76,11 @@ class ContrastiveNet(NeuralNet):
         self.autocast_dtype = autocast_dtype
         self.dist_world = dist_world
         self._global_loss = None
+
+    def get_default_callbacks(self):
+        """skorch's defaults, with a per-epoch table coloured only on a terminal."""
+        return [(name, TerminalPrintLog() if name == "print_log" else cb)
+                for name, cb in super().get_default_callbacks()]
 
     def __getstate__(self):
         state = super().__getstate__()
