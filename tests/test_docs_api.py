@@ -287,6 +287,32 @@ def test_site_examples_using(site, page):
 
 
 @pytest.mark.slow
+def test_site_examples_using_every_used_name(site):
+    """Every documented object an example uses has its examples on its page."""
+    import json
+
+    recorded = json.loads((DOCS / "api" / "backreferences" / "backreferences_all.json")
+                          .read_text())
+    owners = anatcl_docs.documented_names()
+    checked = 0
+    for key, examples in recorded.items():
+        found = anatcl_docs._lookup(key)
+        if not examples or found is None or found[2]:
+            continue  # not used, not public (anatcl_sklearn.__main__.main) or a method
+        obj, name, _ = found
+        documented = owners.get((name, id(obj)))
+        if documented is None:
+            continue
+        page = (site / "api" / "generated" / f"{documented}.html").read_text()
+        section = _section(page, "Examples using")
+        for example in examples:
+            assert f'href="../../auto_examples/{Path(example[0]).stem}.html' in section, \
+                (key, documented, example[0])
+        checked += 1
+    assert checked >= 3
+
+
+@pytest.mark.slow
 def test_site_gallery_and_sidebar(site):
     page = (site / "auto_examples" / "index.html").read_text()
     body = page[page.index('<article'):]
