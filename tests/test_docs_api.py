@@ -63,6 +63,19 @@ def test_summary_line(full_name):
     assert first.rstrip().endswith("."), f"{full_name}: summary is not a sentence: {first!r}"
 
 
+def test_method_summary_lines():
+    """A class page's method table shows each method's summary line."""
+    checked = 0
+    for full_name, methods in anatcl_docs.template_context()["anatcl_methods"].items():
+        cls = _object(full_name)
+        for method in methods:
+            doc = inspect.getdoc(getattr(cls, method)) or ""
+            first = doc.split("\n\n")[0]
+            assert first and len(first.splitlines()) == 1, f"{full_name}.{method}: {first!r}"
+            checked += 1
+    assert checked >= 20
+
+
 @pytest.mark.parametrize(
     "full_name", [name for name in DOCUMENTED if name not in CALLABLES])
 def test_constant_summary(full_name):
