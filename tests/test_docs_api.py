@@ -37,6 +37,7 @@ def _object(full_name):
 
 DOCUMENTED = sorted(set(anatcl_docs.documented_names().values()))
 CALLABLES = [name for name in DOCUMENTED if callable(_object(name))]
+CONTEXT = anatcl_docs.template_context()  # the autosummary templates' variables
 
 
 def test_every_public_name_is_documented_once():
@@ -66,7 +67,7 @@ def test_summary_line(full_name):
 def test_method_summary_lines():
     """A class page's method table shows each method's summary line."""
     checked = 0
-    for full_name, methods in anatcl_docs.template_context()["anatcl_methods"].items():
+    for full_name, methods in CONTEXT["anatcl_methods"].items():
         cls = _object(full_name)
         for method in methods:
             doc = inspect.getdoc(getattr(cls, method)) or ""
@@ -113,8 +114,7 @@ def test_examples_using_finds_every_import(full_name):
         recorded = _backrefs_recorded(f"from {modname} import {name}\n{name}\n")
         assert recorded, (modname, name)
         assert recorded <= set(names), (modname, recorded, names)
-    context = anatcl_docs.template_context()
-    assert context["anatcl_backrefs"][full_name] == names
+    assert CONTEXT["anatcl_backrefs"][full_name] == names
 
 
 def test_examples_using_sub_package_names():
@@ -142,8 +142,7 @@ def test_class_method_tables():
     assert "forward" in methods and "encode" in methods
     assert not {"cuda", "eval", "state_dict", "register_buffer"} & set(members)
     assert anatcl_docs.class_members(GridWarning) == ([], [])
-    context = anatcl_docs.template_context()
-    assert context["anatcl_methods"]["anatcl_sklearn.AnatCLEmbedder"] == \
+    assert CONTEXT["anatcl_methods"]["anatcl_sklearn.AnatCLEmbedder"] == \
         anatcl_docs.class_members(AnatCLEmbedder)[1]
 
 
