@@ -164,6 +164,18 @@ def test_conform_image_default_as_written():
     assert re.search(r"^autodoc_preserve_defaults = True$", conf, re.MULTILINE)
 
 
+def test_private_defaults_show_their_value():
+    from anatcl_sklearn.anatomy import read_aparcstats2table
+
+    signature = "(directory, *, filename=_DEFAULT_TABLE_FILENAME)"
+    new, _ = anatcl_docs._private_defaults(None, "function", "x", read_aparcstats2table, {},
+                                           signature, None)
+    assert new == "(directory, *, filename='{hemi}.aparc_table_{measure}.tsv')"
+    kept = "(img, shape=OPENBHB_SHAPE, affine=OPENBHB_AFFINE, x=_NOT_THERE)"
+    assert anatcl_docs._private_defaults(None, "function", "x", read_aparcstats2table, {},
+                                         kept, None)[0] == kept
+
+
 def test_break_names():
     out = anatcl_docs.break_names(
         '<a class="reference" href="api/anatcl_sklearn.distributed.html">'
@@ -284,6 +296,10 @@ def test_site_conform_image_signature(site):
     signature = _text(re.search(r'<dt class="sig[^"]*".*?</dt>', page, re.DOTALL)[0])
     assert "affine=OPENBHB_AFFINE" in signature
     assert "array(" not in signature
+    for path in (site / "api" / "generated").glob("*.html"):
+        for dt in re.findall(r'<dt class="sig[^"]*".*?</dt>', path.read_text(), re.DOTALL):
+            text = _text(dt)
+            assert "array(" not in text and not re.search(r"=_[A-Za-z]", text), (path, text)
 
 
 @pytest.mark.slow

@@ -399,6 +399,29 @@ def _lead_galleries_with_thumbnails(app):
             lead_gallery_with_thumbnails(index)
 
 
+_PRIVATE_DEFAULT = re.compile(r"=(_[A-Za-z_][A-Za-z0-9_]*)(?=[,)])")
+
+
+def _private_defaults(app, what, name, obj, options, signature, return_annotation):
+    """A default written as a private constant shows its value.
+
+    ``autodoc_preserve_defaults`` shows defaults as written, so that a public constant reads
+    ``affine=OPENBHB_AFFINE`` rather than a 4x4 array; a private one
+    (``filename=_DEFAULT_TABLE_FILENAME``) names nothing a reader can look up, so it shows its
+    value (``filename='{hemi}.aparc_table_{measure}.tsv'``) instead.
+    """
+    if not signature:
+        return None
+    module = sys.modules.get(getattr(obj, "__module__", None) or "")
+
+    def value(match):
+        if module is None or not hasattr(module, match[1]):
+            return match[0]
+        return "=" + repr(getattr(module, match[1]))
+
+    return _PRIVATE_DEFAULT.sub(value, signature), return_annotation
+
+
 _TEXT = re.compile(r">([^<>]+)<")
 _NAME_BREAK = re.compile(r"(?<=[._])(?=\w)")
 
@@ -429,6 +452,7 @@ def setup(app):
     # Before numpydoc (priority 500) reformats the docstring.
     app.connect("autodoc-process-docstring", _constant_docstring, priority=100)
     app.connect("autodoc-process-docstring", _fix_docstring, priority=100)
+    app.connect("autodoc-process-signature", _private_defaults)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
 
 
