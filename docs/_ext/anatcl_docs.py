@@ -134,8 +134,6 @@ def class_members(cls):
         is_method = inspect.isfunction(attribute) or (
             callable(getattr(cls, name, None)) and not isinstance(attribute, property)
             and not inspect.isclass(attribute))
-        if not (is_method or isinstance(attribute, property) or owner is cls):
-            continue
         if owner is not cls and not is_method:
             continue  # an inherited attribute or property: documented by its class
         members.append(name)
@@ -381,7 +379,8 @@ def lead_gallery_with_thumbnails(index_rst):
     if not any(line.strip() for line in text):
         return False
     # The signature's ".. only:: html" line, above it.
-    end = max(i for i in range(signature) if lines[i].startswith(".. only:: html"))
+    end = max((i for i in range(thumbnails, signature) if lines[i].startswith(".. only:: html")),
+              default=signature)
     moved = [*lines[:title + 1], "", *lines[thumbnails:end],
              ABOUT_EXAMPLES, "-" * len(ABOUT_EXAMPLES), *text, "", *lines[end:]]
     path.write_text("\n".join(moved) + "\n", encoding="utf-8")
