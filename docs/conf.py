@@ -83,6 +83,12 @@ autodoc_default_options = {"inherited-members": False}
 autodoc_typehints = "none"
 autodoc_member_order = "bysource"
 autoclass_content = "class"
+# Signatures show a default as written in the source (``affine=OPENBHB_AFFINE``), not its
+# value (a 4x4 array).
+autodoc_preserve_defaults = True
+# The templates' per-object variables: the names sphinx-gallery may record an object's uses
+# under ("Examples using"), each class's documented members and methods (its method table).
+autosummary_context = anatcl_docs.template_context()
 
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
@@ -131,7 +137,9 @@ myst_heading_anchors = 3
 
 html_theme = "furo"
 html_title = f"anatcl-sklearn {release}"
-html_static_path = []
+html_static_path = ["_static"]
+# Names in the sidebar wrap at dots and underscores, never inside a word.
+html_css_files = ["anatcl.css"]
 html_show_sourcelink = False
 html_last_updated_fmt = None
 

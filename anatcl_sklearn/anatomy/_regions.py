@@ -44,7 +44,7 @@ DESIKAN_HEMISPHERE_REGIONS = (
     "insula",
 )
 
-#: The 68 regions, ``lh-bankssts`` ... ``lh-insula`` then ``rh-bankssts`` ... ``rh-insula``.
+#: The 68 regions: ``lh-bankssts`` to ``lh-insula``, then ``rh-bankssts`` to ``rh-insula``.
 DESIKAN_REGIONS = tuple(
     f"{hemi}-{region}" for hemi in ("lh", "rh") for region in DESIKAN_HEMISPHERE_REGIONS
 )
@@ -52,5 +52,7 @@ DESIKAN_REGIONS = tuple(
 #: Cortical thickness (mm), grey-matter volume (mm^3), surface area (mm^2).
 ANATOMY_MEASURES = ("CT", "GMV", "SA")
 
+#: Number of Desikan-Killiany regions: 68 (34 per hemisphere).
 N_REGIONS = len(DESIKAN_REGIONS)
+#: Number of anatomical measures per region: 3 (CT, GMV, SA).
 N_MEASURES = len(ANATOMY_MEASURES)

@@ -65,8 +65,9 @@ def _entry(descriptor, description):
     )
 
 
-# Read-only: name -> {"arch", "out_dim", "description", "urls" (one per
-# fold), "sha256" (one per fold: 64 hex digits, or None when not known)}.
+#: The released weights by name (``anatcl-global``, ``anatcl-local``), read-only: each a
+#: dict of ``arch``, ``out_dim``, ``description``, ``urls`` (one per fold) and ``sha256`` (one
+#: per fold: 64 hex digits, or None when not known).
 OFFICIAL_WEIGHTS = MappingProxyType(
     {
         "anatcl-global": _entry(

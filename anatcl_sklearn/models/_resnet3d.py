@@ -13,6 +13,7 @@ from torch import nn
 
 __all__ = ["ARCHITECTURES", "ResNet3D", "build_encoder"]
 
+#: Names of the encoders :func:`build_encoder` builds (512, 512 and 2048 features).
 ARCHITECTURES = ("resnet18", "resnet34", "resnet50")
 
 # arch -> (block kind, blocks per stage)

@@ -7,7 +7,13 @@
   (``anatcl_sklearn.conform_image``) to the page of its documented name
   (``anatcl_sklearn.images.conform_image``), and leaves references to other projects
   (numpy, torch, scikit-learn...) as plain text when no intersphinx inventory links them.
-  Any other unresolved reference stays a warning (``nitpicky``), so ``-W`` fails on it.
+  Any other unresolved reference stays a warning (``nitpicky``), so ``-W`` fails on it;
+- :func:`template_context` gives the autosummary templates (``_templates/``) each documented
+  object's other names, which sphinx-gallery's "Examples using" may know it by
+  (:func:`backreference_names`), and each class's methods for its method table
+  (:func:`class_members`);
+- :func:`lead_gallery_with_thumbnails` moves the gallery header's text (examples/README.rst)
+  below the thumbnails of the gallery's index page.
 """
 
 import builtins
@@ -44,7 +50,8 @@ EXTERNAL_ROOTS = {
 } | set(sys.stdlib_module_names) | {name for name in dir(builtins) if not name.startswith("_")}
 
 # Labels of scikit-learn's user guide that inherited scikit-learn docstrings refer to.
-EXTERNAL_LABELS = {"metadata_routing", "metadata_routing_models", "set_output"}
+EXTERNAL_LABELS = {"metadata_routing", "metadata_routing_models", "set_output",
+                   "df_output_transform", "sphx_glr_auto_examples_miscellaneous_plot_set_output.py"}
 
 _CLASS, _FUNCTION, _DATA = "Classes", "Functions", "Constants"
 # A constant whose repr is longer than this is shown without its value.
@@ -75,6 +82,79 @@ def documented_names():
     return _OWNERS
 
 
+def _all_modules():
+    """Every imported module of the package, public and private, by name."""
+    return {name: module for name, module in list(sys.modules.items())
+            if name == "anatcl_sklearn" or name.startswith("anatcl_sklearn.")}
+
+
+def backreference_names(full_name):
+    """Every dotted name of the object documented as ``full_name``, that one first.
+
+    sphinx-gallery records an example's use of an object under one name: the shortest module
+    path that holds the same object (``anatcl_sklearn.conform_image`` for a
+    ``from anatcl_sklearn.images import conform_image``) or, with ``prefer_full_module``, the
+    path the example imported it from; for a class, also the module that defines it
+    (``anatcl_sklearn.embedder._embedder``). The page documents it under one name
+    (``anatcl_sklearn.images.conform_image``), so its "Examples using" lists the examples
+    recorded under any of these names.
+    """
+    modname, name = full_name.rsplit(".", 1)
+    obj = getattr(importlib.import_module(modname), name)
+    names = [full_name]
+    for other, module in sorted(_all_modules().items()):
+        if getattr(module, name, None) is obj and f"{other}.{name}" not in names:
+            names.append(f"{other}.{name}")
+    return names
+
+
+# Base classes whose public methods a class page leaves out: torch's Module has some fifty
+# (``cuda``, ``eval``, ``register_buffer``...), documented by torch; an exception's
+# ``add_note`` and ``with_traceback`` are Python's.
+_FOREIGN_METHOD_ROOTS = ("builtins", "torch")
+
+
+def class_members(cls):
+    """``(members, methods)`` of a class page, in alphabetical order.
+
+    ``members``: the public attributes the page documents (what ``:members:`` would, plus the
+    methods inherited from scikit-learn: ``fit_transform``, ``get_params``...); ``methods``:
+    those that are methods, for the page's table of methods.
+    """
+    members, methods = [], []
+    for name in sorted(dir(cls)):
+        if name.startswith("_"):
+            continue
+        owner = next((base for base in cls.__mro__ if name in vars(base)), None)
+        if owner is None or owner.__module__.split(".")[0] in _FOREIGN_METHOD_ROOTS:
+            continue
+        attribute = inspect.getattr_static(owner, name)
+        if isinstance(attribute, (staticmethod, classmethod)):
+            attribute = attribute.__func__
+        is_method = inspect.isfunction(attribute) or (
+            callable(getattr(cls, name, None)) and not isinstance(attribute, property)
+            and not inspect.isclass(attribute))
+        if owner is not cls and not is_method:
+            continue  # an inherited attribute or property: documented by its class
+        members.append(name)
+        if is_method:
+            methods.append(name)
+    return members, methods
+
+
+def template_context():
+    """Variables of the autosummary templates (``autosummary_context``)."""
+    backrefs, members, methods = {}, {}, {}
+    for full_name in sorted(set(documented_names().values())):
+        backrefs[full_name] = backreference_names(full_name)
+        modname, name = full_name.rsplit(".", 1)
+        obj = getattr(importlib.import_module(modname), name)
+        if inspect.isclass(obj):
+            members[full_name], methods[full_name] = class_members(obj)
+    return {"anatcl_backrefs": backrefs, "anatcl_members": members,
+            "anatcl_methods": methods}
+
+
 def _autosummary(names, template=None, toctree=True):
     lines = [".. autosummary::"]
     if toctree:
@@ -98,14 +178,16 @@ def write_api_pages(folder):
         "=============",
         "",
         "Every name exported by ``anatcl_sklearn`` and its public sub-packages (their",
-        "``__all__``). A name exported twice (``anatcl_sklearn.conform_image`` is",
-        "``anatcl_sklearn.images.conform_image``) is documented once, in its sub-package,",
-        "and listed in both.",
+        "``__all__``), with its one-line summary. A name exported twice",
+        "(``anatcl_sklearn.conform_image`` is ``anatcl_sklearn.images.conform_image``) is",
+        "documented once, in its sub-package, and listed in both.",
         "",
         ".. toctree::",
+        "   :hidden:",
         "   :maxdepth: 1",
         "",
     ]
+    tables = []
     for modname in PUBLIC_MODULES:
         module = importlib.import_module(modname)
         here, elsewhere = {_CLASS: [], _FUNCTION: [], _DATA: []}, []
@@ -148,7 +230,13 @@ def write_api_pages(folder):
             lines += _autosummary(elsewhere, toctree=False)
         (folder / f"{modname}.rst").write_text("\n".join(lines))
         index.append(f"   {modname}")
-    (folder / "index.rst").write_text("\n".join(index) + "\n")
+        # The index: each module's summary line and a table of every name it exports, each
+        # with its summary, linked to its page (the module's own page holds the toctree).
+        doc = inspect.getdoc(module) or ""
+        tables += [f":mod:`{modname}`", "-" * len(f":mod:`{modname}`"), "",
+                   f".. currentmodule:: {modname}", "", doc.split("\n\n")[0], ""]
+        tables += _autosummary(_public_names(module), toctree=False)
+    (folder / "index.rst").write_text("\n".join([*index, "", *tables]) + "\n")
 
 
 def _lookup(path):
@@ -266,12 +354,104 @@ def _fix_docstring(app, what, name, obj, options, lines):
         lines[:] = [line.replace(old, new) for line in lines]
 
 
+ABOUT_EXAMPLES = "About the examples"
+
+
+def lead_gallery_with_thumbnails(index_rst):
+    """Move the text of a gallery index between its title and its thumbnails below them.
+
+    sphinx-gallery writes the gallery header (examples/README.rst) above the thumbnails; a
+    reader comes for the examples, so the page shows them first, then the header's text under
+    :data:`ABOUT_EXAMPLES`. Returns whether the file changed (not when already moved or when
+    the header is only a title).
+    """
+    path = Path(index_rst)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    # The title: the first line underlined with "=".
+    title = next((i for i in range(1, len(lines))
+                  if lines[i] and set(lines[i]) == {"="} and lines[i - 1].strip()), None)
+    thumbnails = next((i for i, line in enumerate(lines) if line == ".. raw:: html"), None)
+    signature = next((i for i, line in enumerate(lines)
+                      if line.strip() == ".. rst-class:: sphx-glr-signature"), None)
+    if title is None or thumbnails is None or signature is None or thumbnails < title:
+        return False
+    text = lines[title + 1:thumbnails]
+    if not any(line.strip() for line in text):
+        return False
+    # The signature's ".. only:: html" line, above it.
+    end = max((i for i in range(thumbnails, signature) if lines[i].startswith(".. only:: html")),
+              default=signature)
+    moved = [*lines[:title + 1], "", *lines[thumbnails:end],
+             ABOUT_EXAMPLES, "-" * len(ABOUT_EXAMPLES), *text, "", *lines[end:]]
+    path.write_text("\n".join(moved) + "\n", encoding="utf-8")
+    return True
+
+
+def _lead_galleries_with_thumbnails(app):
+    conf = app.config.sphinx_gallery_conf
+    gallery_dirs = conf.get("gallery_dirs") or []
+    if isinstance(gallery_dirs, str):
+        gallery_dirs = [gallery_dirs]
+    for gallery in gallery_dirs:
+        index = Path(app.srcdir, gallery, "index.rst")
+        if index.is_file():
+            lead_gallery_with_thumbnails(index)
+
+
+_PRIVATE_DEFAULT = re.compile(r"=(_[A-Za-z_][A-Za-z0-9_]*)(?=[,)])")
+
+
+def _private_defaults(app, what, name, obj, options, signature, return_annotation):
+    """A default written as a private constant shows its value.
+
+    ``autodoc_preserve_defaults`` shows defaults as written, so that a public constant reads
+    ``affine=OPENBHB_AFFINE`` rather than a 4x4 array; a private one
+    (``filename=_DEFAULT_TABLE_FILENAME``) names nothing a reader can look up, so it shows its
+    value (``filename='{hemi}.aparc_table_{measure}.tsv'``) instead.
+    """
+    if not signature:
+        return None
+    module = sys.modules.get(getattr(obj, "__module__", None) or "")
+
+    def value(match):
+        if module is None or not hasattr(module, match[1]):
+            return match[0]
+        return "=" + repr(getattr(module, match[1]))
+
+    return _PRIVATE_DEFAULT.sub(value, signature), return_annotation
+
+
+_TEXT = re.compile(r">([^<>]+)<")
+_NAME_BREAK = re.compile(r"(?<=[._])(?=\w)")
+
+
+def break_names(html):
+    """``html`` with a ``<wbr>`` after every dot and underscore inside a name, in its text.
+
+    The sidebar and the table of contents wrap a long name (``anatcl_sklearn.distributed``,
+    ``get_feature_names_out``) there, and ``_static/anatcl.css`` stops them from breaking it
+    inside a word.
+    """
+    return _TEXT.sub(lambda match: ">" + _NAME_BREAK.sub("<wbr>", match[1]) + "<", html)
+
+
+def _break_names_in_navigation(app, pagename, templatename, context, doctree):
+    for key in ("furo_navigation_tree", "toc"):
+        if isinstance(context.get(key), str):
+            context[key] = break_names(context[key])
+
+
 def setup(app):
+    # After furo (priority 500) has rendered the navigation tree.
+    app.connect("html-page-context", _break_names_in_navigation, priority=900)
+    # After sphinx-gallery (priority 500) has written the gallery's index page.
+    app.connect("builder-inited", _lead_galleries_with_thumbnails, priority=900)
     # After intersphinx (priority 500): only what it could not link reaches this handler.
     app.connect("missing-reference", _missing_reference, priority=900)
     # Before numpydoc (priority 500) reformats the docstring.
     app.connect("autodoc-process-docstring", _constant_docstring, priority=100)
     app.connect("autodoc-process-docstring", _fix_docstring, priority=100)
+    app.connect("autodoc-process-signature", _private_defaults)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
 
 
