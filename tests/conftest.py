@@ -9,8 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 SMALL_SHAPE = (24, 28, 24)
+
+# Test volumes are small (24x28x24): torch's intra-op threads buy nothing there, and on a busy
+# machine they spin against each other and against the other processes. One thread keeps the
+# fast tier quick and its timings steady. (Subprocesses set OMP_NUM_THREADS themselves.)
+torch.set_num_threads(1)
 
 
 def pytest_addoption(parser):
@@ -66,14 +72,17 @@ def _quiet_grid_warning():
 
 
 @pytest.fixture
-def narrow_resnet(monkeypatch):
+def narrow_resnet(request, monkeypatch):
     """The 3D ResNets with a quarter of their stage widths (16, 32, 64, 128), for the tests whose
     subject is not the network (run keys, checkpoints, plumbing around fit): the same layers,
     blocks and code paths at 1/16 of the parameters, so each fit costs a fraction of a second.
-    The real widths are covered by tests/test_models.py and by every test without this fixture.
+    The real widths are covered by tests/test_models.py and by every test without this fixture;
+    a test of a module that uses it throughout opts out with ``@pytest.mark.full_width``.
     """
     from anatcl_sklearn.models import _resnet3d
 
+    if request.node.get_closest_marker("full_width"):
+        return
     monkeypatch.setattr(_resnet3d, "_STAGE_WIDTHS", (16, 32, 64, 128))
 
 

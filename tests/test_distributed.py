@@ -281,6 +281,7 @@ def test_ddp_step_parameter_gradients_match_single_process(spawned):
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_torchrun_cli_trains_through_the_estimator_and_writes_both_formats(tmp_path):
     output = tmp_path / "run"
     released = tmp_path / "released.pth"

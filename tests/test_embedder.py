@@ -19,6 +19,10 @@ from anatcl_sklearn.embedder import NonFiniteLossError
 
 FAST = dict(max_epochs=1, batch_size=8, verbose=0, random_state=0)
 
+# The estimator's behaviour, not the network's size, is under test here: quarter-width ResNets
+# (conftest.narrow_resnet) except where a test says full_width.
+pytestmark = pytest.mark.usefixtures("narrow_resnet")
+
 
 def _meta(brains, idx=slice(None)):
     return dict(age=brains.age[idx], anatomy=brains.anatomy[idx])
@@ -33,6 +37,7 @@ def _same_weights(a, b):
 
 
 # ---------------------------------------------------------------- basic API
+@pytest.mark.full_width
 def test_fit_transform_shapes_and_feature_names(small_brains):
     X = small_brains.images[:16]
     est = AnatCLEmbedder(**FAST).fit(X, **_meta(small_brains, slice(16)))
@@ -74,7 +79,7 @@ def test_every_method_trains(small_brains, method):
                          random_state=0).fit(X, **_meta(small_brains, slice(12)))
     losses = [row["train_loss"] for row in est.history_]
     assert len(losses) == 2 and np.all(np.isfinite(losses))
-    assert est.transform(X).shape == (12, 512)
+    assert est.transform(X).shape == (12, est._n_features_out)
 
 
 def test_learning_rate_follows_step_schedule(small_brains):
@@ -261,7 +266,7 @@ def test_ctrl_c_keeps_last_finished_epoch(small_brains):
         est.fit(X, **_meta(small_brains, slice(16)))
     assert len(est.history_) == 2
     assert _same_weights(est.net_._saved_for_test, _weights(est))
-    assert est.transform(X).shape == (16, 512)
+    assert est.transform(X).shape == (16, est._n_features_out)
 
 
 class _CrashAt(Callback):
@@ -320,6 +325,7 @@ def test_checkpoint_from_another_kind_of_device_resumes_with_a_warning(small_bra
     assert len(resumed.history_) == 2 and np.isfinite(resumed.history_[-1, "train_loss"])
 
 
+@pytest.mark.slow
 def test_fitted_estimator_keeps_no_training_generators(small_brains, tmp_path):
     # a CUDA generator in a pickle cannot be rebuilt on a machine without CUDA
     import subprocess
@@ -338,7 +344,7 @@ def test_fitted_estimator_keeps_no_training_generators(small_brains, tmp_path):
                          env={**__import__("os").environ, "CUDA_VISIBLE_DEVICES": ""},
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "(2, 512)"
+    assert out.stdout.strip() == f"(2, {est._n_features_out})"
 
 
 def test_negative_anatomy_is_refused_before_training_unless_min_max_scaled(small_brains):
@@ -548,6 +554,7 @@ def test_transform_before_fit_and_wrong_grid(small_brains):
 
 # ---------------------------------------------------------------- does pretraining help?
 @pytest.mark.slow
+@pytest.mark.slow
 def test_pretraining_improves_age_probe_over_untrained_encoder():
     from anatcl_sklearn.datasets import make_synthetic_brains
 
@@ -648,7 +655,8 @@ def test_channels_last_gives_the_same_embeddings(small_brains):
     X, meta = small_brains.images[:8], _meta(small_brains, slice(8))
     a = AnatCLEmbedder(**FAST).fit(X, **meta).transform(X)
     b = AnatCLEmbedder(channels_last=True, **FAST).fit(X, **meta).transform(X)
-    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+    # float32 sums in another memory order: equal up to rounding, by relative norm
+    assert np.linalg.norm(a - b) <= 1e-3 * np.linalg.norm(a)
 
 
 def test_gpu_fitted_pickle_loads_on_a_cpu_only_machine(small_brains, monkeypatch):

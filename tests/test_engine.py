@@ -58,6 +58,7 @@ def _load(folder, rank=0):
     return info, torch.load(folder / f"rank{rank}.pt", weights_only=True)
 
 
+@pytest.mark.slow
 def test_torchrun_fit_equals_a_single_process_fit_on_the_same_global_batches(ddp_runs):
     """Epoch 1 (2 steps) of the torchrun run, from the checkpoint rank 0 wrote, against a
     single-process fit of 1 epoch: float32, losses to 1e-5 and weight changes to 1e-2 of
@@ -85,6 +86,7 @@ def test_torchrun_fit_equals_a_single_process_fit_on_the_same_global_batches(ddp
     assert info["world"] == 2 and info["n_features_out"] == 512
 
 
+@pytest.mark.slow
 def test_every_rank_ends_with_the_same_fitted_estimator(ddp_runs):
     full, _, _ = ddp_runs
     info0, state0 = _load(full, 0)
@@ -95,6 +97,7 @@ def test_every_rank_ends_with_the_same_fitted_estimator(ddp_runs):
     np.testing.assert_array_equal(info0["embeddings"], info1["embeddings"])
 
 
+@pytest.mark.slow
 def test_a_resumed_torchrun_fit_equals_an_uninterrupted_one(ddp_runs):
     full, resumed, _ = ddp_runs
     info_a, state_a = _load(full)
@@ -104,6 +107,7 @@ def test_a_resumed_torchrun_fit_equals_an_uninterrupted_one(ddp_runs):
         torch.testing.assert_close(state_b[key], state_a[key], rtol=1e-6, atol=1e-7, msg=key)
 
 
+@pytest.mark.slow
 def test_bad_input_raises_on_every_rank_instead_of_hanging(tmp_path):
     out = _torchrun(tmp_path, "--bad-rank", "1", timeout=300)
     assert out.returncode != 0
@@ -112,6 +116,7 @@ def test_bad_input_raises_on_every_rank_instead_of_hanging(tmp_path):
     assert "rank 1 of 2 failed" in text  # what rank 0 says instead of waiting
 
 
+@pytest.mark.slow
 def test_a_global_batch_too_small_to_share_is_refused(tmp_path):
     out = _torchrun(tmp_path, "--batch-size", "3", timeout=300)
     assert out.returncode != 0

@@ -204,6 +204,7 @@ def test_forward_shapes_small_volumes(arch):
     assert torch.allclose(z.norm(dim=1), torch.ones(2), atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_forward_full_size_volume(arch):
     model = AnatCLModel(arch).eval()

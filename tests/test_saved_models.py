@@ -73,6 +73,7 @@ def test_folder_holds_weights_config_and_card(saved, fitted):
     assert (saved / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~mask
 
 
+@pytest.mark.slow
 def test_round_trip_in_a_fresh_process_embeds_bit_for_bit(saved, fitted, brains, tmp_path):
     np.save(tmp_path / "X.npy", brains.images)
     script = textwrap.dedent(f"""
@@ -200,6 +201,7 @@ def _released_checkpoint(path, model):
     return path
 
 
+@pytest.mark.usefixtures("narrow_resnet")
 def test_convert_a_released_format_checkpoint_gives_equal_outputs(tmp_path):
     torch.manual_seed(0)
     model = AnatCLModel().eval()
@@ -214,6 +216,7 @@ def test_convert_a_released_format_checkpoint_gives_equal_outputs(tmp_path):
         torch.testing.assert_close(loaded.encode(x), model.encode(x), rtol=0, atol=0)
 
 
+@pytest.mark.usefixtures("narrow_resnet")
 def test_convert_command_line(tmp_path, capsys):
     torch.manual_seed(1)
     ckpt = _released_checkpoint(tmp_path / "weights.pth", AnatCLModel())

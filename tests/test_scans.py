@@ -114,6 +114,7 @@ def test_conform_with_mixed_orientations_gives_each_subjects_own_embedding(tmp_p
     np.testing.assert_array_equal(Z[0], Z[1])  # one brain, stored two ways
 
 
+@pytest.mark.usefixtures("narrow_resnet")
 def test_transform_refuses_another_orientation_than_fit_unless_conform(tmp_path, scans):
     data, paths = scans
     est = AnatCLEmbedder(max_epochs=1, batch_size=3, verbose=0, random_state=0,
@@ -154,6 +155,7 @@ def test_a_frozen_encoder_fits_and_embeds_a_single_image(weights, scans):
                        verbose=0).fit(data)
 
 
+@pytest.mark.usefixtures("narrow_resnet")
 def test_numpy_scalars_are_accepted_wherever_python_numbers_are(small_brains):
     X = small_brains.images[:8]
     meta = dict(age=small_brains.age[:8], anatomy=small_brains.anatomy[:8])
@@ -171,9 +173,10 @@ def test_numpy_scalars_are_accepted_wherever_python_numbers_are(small_brains):
                          sigma=float(np.float32(2.0)), lr_step=1, early_stopping=3, verbose=0,
                          random_state=0).fit(X, **meta)
     np.testing.assert_array_equal(est.transform(X), ref.transform(X))
-    assert pickle.loads(pickle.dumps(est)).transform(X[:2]).shape == (2, 512)
+    assert pickle.loads(pickle.dumps(est)).transform(X[:2]).shape == (2, est._n_features_out)
 
 
+@pytest.mark.usefixtures("narrow_resnet")
 def test_grid_search_over_numpy_arrays_of_batch_sizes(small_brains):
     import sklearn
 

@@ -339,6 +339,7 @@ def test_bad_arguments_raise_clear_errors(kwargs, error, match):
         make_synthetic_brains(n_subjects, **kwargs)
 
 
+@pytest.mark.slow
 def test_full_size_grid():
     start = time.perf_counter()
     data = make_synthetic_brains(2, random_state=0)
