@@ -10,7 +10,6 @@ through the frozen encoder.
 """
 
 import contextlib
-import warnings
 
 import numpy as np
 import torch
@@ -21,6 +20,7 @@ from sklearn.base import (
 )
 from sklearn.utils.validation import check_is_fitted
 
+from ..exceptions import warn
 from ..images._checking import _check_images
 from ..images._grid import affine_mismatch, describe_affine
 from ._data import SubjectDataset
@@ -272,7 +272,7 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self.verbose = verbose
 
     # ------------------------------------------------------------------ validation
-    def _check_X(self, X, check_finite="auto", stacklevel=3, target=None):
+    def _check_X(self, X, check_finite="auto", target=None):
         import scipy.sparse
 
         if scipy.sparse.issparse(X):
@@ -280,14 +280,10 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
                 "Sparse input is not supported: AnatCLEmbedder needs dense images, an array "
                 "(n_images, D, H, W) or a list of image paths or nibabel images."
             )
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            # The grid matters for pretrained weights only; fit compares it with theirs.
-            images = _check_images(X, "X", check_finite, warn_grid=False, nonfinite_advice="",
-                                   target=target)
-        for w in caught:  # re-issue at the user's line (fit, or transform behind set_output)
-            warnings.warn(w.message, w.category, stacklevel=stacklevel)
-        return images
+        # The grid matters for pretrained weights only; fit compares it with theirs. Warnings
+        # point at the user's line (fit, or transform behind set_output): exceptions.warn.
+        return _check_images(X, "X", check_finite, warn_grid=False, nonfinite_advice="",
+                             target=target)
 
     # ------------------------------------------------------------------ fit / transform
     def fit(self, X, y=None, *, age=None, anatomy=None):
@@ -314,10 +310,10 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         # (its previous fitted state, or unfitted), never new weights with an old history.
         self.__dict__.update(fitted)
         if interrupted is not None:
-            warnings.warn(
+            warn(
                 f"Training was interrupted during epoch {interrupted}; the weights of the last "
                 f"finished epoch ({interrupted - 1}) were kept and the embedder is usable.",
-                RuntimeWarning, stacklevel=2,
+                RuntimeWarning,
             )
         return self
 
@@ -350,7 +346,7 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
                     "so there is no grid to conform to; set conform=False and pass images on "
                     "that grid.")
             target = (self.input_shape_, fitted_affine)
-        images = self._check_X(X, stacklevel=4, target=target)
+        images = self._check_X(X, target=target)
         if tuple(images.shape) != self.input_shape_:
             raise ValueError(
                 f"X has images of shape {tuple(images.shape)}, but this embedder was fitted on "

@@ -10,7 +10,6 @@ well, so a failed fit leaves the estimator as it was.
 
 import copy
 import os
-import warnings
 
 import numpy as np
 import torch
@@ -19,6 +18,7 @@ from skorch.callbacks import EarlyStopping, ProgressBar
 
 from .._optim import adam_kwargs
 from ..anatomy._training import check_desikan_shape, resolve_scaling
+from ..exceptions import NonFiniteLossError, warn
 from ..images._checking import resolve_target
 from ..images._grid import (
     OPENBHB_AFFINE,
@@ -41,7 +41,7 @@ from ._distributed import (
     sync_state,
     wrap_ddp,
 )
-from ._net import ContrastiveNet, NonFiniteLossError
+from ._net import ContrastiveNet
 from ._parallel import AutocastDataParallel, unwrap_module
 from ._params import needs_age, needs_anatomy, parse_augment, validate_params
 from ._runs import check_checkpoint_dir, run_key
@@ -64,7 +64,7 @@ def fit_embedder(est, X, y, age, anatomy):
         # Training reads every volume many times, so one up-front pass that finds NaN/inf
         # voxels and damaged files (and names them) before any training costs little;
         # inference checks lazily.
-        images = est._check_X(X, check_finite=check_finite, target=target, stacklevel=5)
+        images = est._check_X(X, check_finite=check_finite, target=target)
         n = len(images)
         if n < 2 and train:
             raise ValueError(
@@ -207,14 +207,14 @@ def _check_device_options(est, device, train, ctx):
                              f"only (this process trains on {device!r}).")
         return False
     if est.sync_batchnorm and train:
-        warnings.warn("sync_batchnorm=True has no effect outside torchrun (one process sees the "
-                      "whole batch already).", UserWarning, stacklevel=4)
+        warn("sync_batchnorm=True has no effect outside torchrun (one process sees the "
+                      "whole batch already).", UserWarning)
     use_dp = _use_data_parallel(est.data_parallel, device)
     if est.data_parallel is True and not use_dp and train:
-        warnings.warn(
+        warn(
             f"data_parallel=True has no effect on device {device!r}: DataParallel spreads "
             "batches over CUDA GPUs only. Training runs on this device alone.",
-            UserWarning, stacklevel=4)
+            UserWarning)
     if use_dp and est.compile and train:
         raise ValueError(
             f"compile=True cannot train under DataParallel (data_parallel={est.data_parallel!r}"
@@ -328,8 +328,8 @@ def _conform_to_weights(est, X, module, images, target, check_finite):
                 f"{'x'.join(map(str, trained_grid[0]))} voxels without its affine, so there is "
                 "no grid to conform to; conform the images yourself (anatcl_sklearn."
                 "conform_image with that grid's affine) and pass conform=False.")
-        images = est._check_X(X, check_finite=check_finite, target=trained_grid, stacklevel=6)
-    warn_pretrained_grid(images, *(trained_grid or (None, None)), stacklevel=5)
+        images = est._check_X(X, check_finite=check_finite, target=trained_grid)
+    warn_pretrained_grid(images, *(trained_grid or (None, None)))
     return images
 
 
