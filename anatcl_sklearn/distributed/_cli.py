@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cli._types import number
+from ..cli._types import choices, number, parameter
 
 _LAUNCH = """\
 launch (N machines with G GPUs each; run the same command on every machine):
@@ -35,8 +35,7 @@ def build_parser():
     -------
     parser : argparse.ArgumentParser
     """
-    pos_int, nonneg_int = number(int, 1), number(int, 0)
-    pos_float, nonneg_float = number(float, 0, low_open=True), number(float, 0)
+    nonneg_int = number(int, 0)
     p = argparse.ArgumentParser(
         prog="python -m anatcl_sklearn.distributed",
         description="Pretrain AnatCL (or y-Aware, ExpW, SimCLR, L1) on one or several machines: "
@@ -65,31 +64,31 @@ def build_parser():
 
     loss = p.add_argument_group("objective")
     loss.add_argument("--method", default="anatcl",
-                      choices=["anatcl", "yaware", "expw", "simclr", "l1"])
-    loss.add_argument("--descriptor", default="global", choices=["global", "local"])
-    loss.add_argument("--sigma", type=pos_float, default=2.0, help="age kernel width, years")
-    loss.add_argument("--kernel", default="rbf", choices=["rbf", "gaussian", "cauchy"])
-    loss.add_argument("--lambda-age", type=nonneg_float, default=1.0)
-    loss.add_argument("--lambda-anat", type=nonneg_float, default=1.0)
-    loss.add_argument("--temperature", type=pos_float, default=0.1)
-    loss.add_argument("--anatomy-scaling", default="auto", choices=["auto", "minmax", "none"])
+                      choices=choices("method"))
+    loss.add_argument("--descriptor", default="global", choices=choices("descriptor"))
+    loss.add_argument("--sigma", type=parameter("sigma"), default=2.0, help="age kernel width, years")
+    loss.add_argument("--kernel", default="rbf", choices=choices("kernel"))
+    loss.add_argument("--lambda-age", type=parameter("lambda_age"), default=1.0)
+    loss.add_argument("--lambda-anat", type=parameter("lambda_anat"), default=1.0)
+    loss.add_argument("--temperature", type=parameter("temperature"), default=0.1)
+    loss.add_argument("--anatomy-scaling", default="auto", choices=choices("anatomy_scaling"))
 
     train = p.add_argument_group("training (paper defaults)")
-    train.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet34", "resnet50"])
+    train.add_argument("--arch", default="resnet18", choices=choices("arch"))
     train.add_argument("--augment", default="none",
                        help="'none' (the paper), 'all' or '+'-joined flip, crop, cutout, blur, noise")
-    train.add_argument("--epochs", type=nonneg_int, default=300)
+    train.add_argument("--epochs", type=parameter("max_epochs"), default=300)
     train.add_argument("--batch-size", type=number(int, 2), default=32,
                        help="GLOBAL batch size, split among the processes (32)")
-    train.add_argument("--lr", type=pos_float, default=1e-4)
-    train.add_argument("--lr-step", type=pos_int, default=10)
-    train.add_argument("--lr-gamma", type=pos_float, default=0.9)
-    train.add_argument("--weight-decay", type=nonneg_float, default=5e-5)
-    train.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    train.add_argument("--lr", type=parameter("lr"), default=1e-4)
+    train.add_argument("--lr-step", type=parameter("lr_step"), default=10)
+    train.add_argument("--lr-gamma", type=parameter("lr_gamma"), default=0.9)
+    train.add_argument("--weight-decay", type=parameter("weight_decay"), default=5e-5)
+    train.add_argument("--precision", default="fp32", choices=choices("precision"))
     train.add_argument("--sync-bn", action="store_true",
                        help="SyncBatchNorm over all processes (CUDA only)")
     train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    train.add_argument("--cache", default="none", choices=["none", "memory", "device"])
+    train.add_argument("--cache", default="none", choices=choices("cache"))
     train.add_argument("--num-workers", type=nonneg_int, default=None,
                        help="data loader workers per process (default: up to 4)")
     train.add_argument("--seed", type=nonneg_int, default=0)

@@ -25,6 +25,7 @@ from ..images._checking import _check_images
 from ..images._grid import affine_mismatch, describe_affine
 from ._data import SubjectDataset
 from ._parallel import unwrap_module
+from ._params import PARAMETER_CONSTRAINTS, validate_params
 from ._sharing import push_to_hub, save_pretrained
 from ._training import affine_or_openbhb, fit_embedder
 
@@ -191,6 +192,10 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     >>> pipe = make_pipeline(AnatCLEmbedder(max_epochs=2), LogisticRegression())  # doctest: +SKIP
     """
 
+    #: What each parameter accepts (scikit-learn's vocabulary), checked once at the start of
+    #: ``fit`` by :meth:`_validate_params`; see ``embedder/_params.py``.
+    _parameter_constraints: dict = PARAMETER_CONSTRAINTS
+
     def __init__(
         self,
         method="anatcl",
@@ -272,6 +277,14 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self.verbose = verbose
 
     # ------------------------------------------------------------------ validation
+    def _validate_params(self):
+        """Check every parameter against ``_parameter_constraints`` and the cross-parameter rules.
+
+        Raises :class:`~anatcl_sklearn.exceptions.InvalidParameterError` ("The 'sigma' parameter
+        of AnatCLEmbedder must be a float in the range (0.0, inf). Got -1.0 instead.").
+        """
+        validate_params(self)
+
     def _check_X(self, X, check_finite="auto", target=None):
         import scipy.sparse
 

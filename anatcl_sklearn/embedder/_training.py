@@ -43,7 +43,7 @@ from ._distributed import (
 )
 from ._net import ContrastiveNet
 from ._parallel import AutocastDataParallel, unwrap_module
-from ._params import needs_age, needs_anatomy, parse_augment, validate_params
+from ._params import needs_age, needs_anatomy, parse_augment
 from ._runs import check_checkpoint_dir, run_key
 from ._sharing import scaler_from_config
 
@@ -52,7 +52,7 @@ __all__ = ["fit_embedder", "affine_or_openbhb"]
 
 def fit_embedder(est, X, y, age, anatomy):
     """Validate, build, train; return ``(fitted attributes, interrupted epoch or None)``."""
-    validate_params(est)
+    est._validate_params()
     train = est.pretrained is None or est.finetune
     ctx = resolve_distributed(est.distributed, est.device) if train else None
     device = _resolve_device(est, ctx)
