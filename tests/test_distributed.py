@@ -442,3 +442,21 @@ def test_cli_reads_an_image_table(tmp_path):
     (tmp_path / "bad.csv").write_text("file,age\ns0.npy,20\n")
     with pytest.raises(ValueError, match=r"no 'path' column .* found \['file', 'age'\]"):
         load_data(parser.parse_args(["--images", str(tmp_path / "bad.csv")]))
+
+
+def test_train_command_lives_in_cli_and_the_old_paths_are_aliases(capsys):
+    import anatcl_sklearn.distributed as distributed
+    from anatcl_sklearn.cli import _train
+    from anatcl_sklearn.distributed import _cli
+    from anatcl_sklearn.losses._distributed import DistributedContrastiveLoss as Loss
+    from anatcl_sklearn.losses._gather import gather_with_grad as gather
+
+    assert distributed.DistributedContrastiveLoss is Loss and distributed.gather_with_grad is gather
+    assert _cli.build_parser is _train.build_parser and _cli.load_data is _train.load_data
+    with pytest.raises(SystemExit) as exit_info:
+        _train.main(["--help"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: anatcl-sklearn train")
+    with pytest.raises(SystemExit):
+        _cli.main(["--help"])
+    assert capsys.readouterr().out.startswith("usage: python -m anatcl_sklearn.distributed")

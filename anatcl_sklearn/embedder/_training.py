@@ -335,7 +335,7 @@ def _conform_to_weights(est, X, module, images, target, check_finite):
 
 def _criterion(est, ctx):
     from .. import losses
-    from ..distributed import DistributedContrastiveLoss
+    from ..losses._distributed import DistributedContrastiveLoss
 
     if est.method == "l1":
         return losses.L1AgeLoss, {}, ("age",)
