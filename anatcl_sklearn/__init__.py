@@ -10,7 +10,6 @@ The public surface: :class:`AnatCLEmbedder` (pretrain and embed), :class:`Anatom
 lives in :mod:`anatcl_sklearn.exceptions` (also importable from here).
 """
 
-from . import exceptions
 from ._version import __version__
 from .anatomy import AnatomyScaler, read_aparc_stats, read_aparcstats2table
 from .datasets import load_openbhb, make_synthetic_brains

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from types import FrameType
 from typing import Any
 
 from sklearn.utils._param_validation import (
@@ -107,7 +108,7 @@ def find_stack_level() -> int:
     -------
     stacklevel : int
     """
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     level = 1
     while frame is not None:
         filename = os.path.abspath(frame.f_code.co_filename)
