@@ -14,24 +14,32 @@ def _layout_block():
 
 
 def named_modules():
-    """Paths (relative to anatcl_sklearn/) that the layout names."""
-    named, package = set(), None
+    """Paths (relative to anatcl_sklearn/) that the layout names.
+
+    A name at 2 spaces is at the package's top; a name ending in ``/`` opens a sub-package whose
+    files follow two spaces deeper (sub-sub-packages likewise); several names may share a line,
+    separated by commas; a package line mentioning ``__init__.py`` names it.
+    """
+    named, prefixes = set(), {}
     for line in _layout_block():
         match = re.match(r"^( +)(\S.*?)(?:\s{2,}(.*))?$", line)
         if not match:
             continue
         indent, names, description = len(match.group(1)), match.group(2), match.group(3) or ""
         if indent == 2:
-            package = None
-            for name in (n.strip() for n in names.split(",")):
-                if name.endswith("/"):
-                    package = name
-                    if "__init__.py" in description:
-                        named.add(f"{package}__init__.py")
-                else:
-                    named.add(name)
-        elif indent == 4 and package is not None:
-            named.update(f"{package}{n.strip()}" for n in names.split(","))
+            prefix = ""
+        elif indent - 2 in prefixes:
+            prefix = prefixes[indent - 2]
+        else:
+            continue  # a description's continuation line
+        prefixes = {k: v for k, v in prefixes.items() if k < indent}
+        for name in (n.strip() for n in names.split(",")):
+            if name.endswith("/"):
+                prefixes[indent] = prefix + name
+                if "__init__.py" in description:
+                    named.add(f"{prefix}{name}__init__.py")
+            else:
+                named.add(prefix + name)
     return named
 
 
@@ -52,4 +60,6 @@ def test_architecture_names_no_module_that_does_not_exist():
 
 def test_the_layout_parser_sees_the_sub_packages():
     named = named_modules()
-    assert {"images/_grid.py", "losses/_options.py", "exceptions.py"} <= named
+    assert {"images/_grid.py", "losses/_options.py", "exceptions.py", "datasets/_synthetic/__init__.py",
+            "datasets/_synthetic/_rendering.py"} <= named
+    assert "_rendering.py" not in named and "datasets/_rendering.py" not in named
