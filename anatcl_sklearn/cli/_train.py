@@ -209,27 +209,12 @@ def main(argv=None, prog="anatcl-sklearn train"):
     )
     est.fit(images, age=age, anatomy=anatomy)
     if _rank() == 0:
-        est.save_pretrained(output)
-        _note_data(output, description)
+        est.save_pretrained(output, training_data=description)
         if args.released_checkpoint:
             _save_released(est, args, description)
         if args.verbose:
             print(f"saved model: {output} ({len(est.history_)} epochs)", flush=True)
     return 0
-
-
-def _note_data(output, description):
-    """Record what the model was trained on in its config (the estimator cannot know)."""
-    import json
-
-    from .._atomic import atomic_write_text
-    from ..models._card import model_card
-
-    config_path = output / "config.json"
-    config = json.loads(config_path.read_text())
-    config.setdefault("training", {})["data"] = description
-    atomic_write_text(config_path, json.dumps(config, indent=2) + "\n")
-    atomic_write_text(output / "README.md", model_card(config))
 
 
 def _save_released(est, args, description):

@@ -394,7 +394,8 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
                 out.append(z.float().cpu().numpy())
         return np.concatenate(out, axis=0)
 
-    def save_pretrained(self, directory, *, push_to_hub=None, private=None, token=None):
+    def save_pretrained(self, directory, *, push_to_hub=None, private=None, token=None,
+                        training_data=None):
         """Save the fitted model as a folder others can load, and optionally share it.
 
         Writes ``model.safetensors`` (the encoder ``encoder.*`` and head ``head.0``,
@@ -416,13 +417,16 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             Visibility of a repository created by ``push_to_hub``.
         token : str, default=None
             Hub token (default: the one ``huggingface-cli login`` stored).
+        training_data : str, default=None
+            What the model was trained on (e.g. "OpenBHB train split, 3,227 subjects"),
+            recorded as ``config["training"]["data"]`` and in the model card.
 
         Returns
         -------
         directory : pathlib.Path
         """
         return save_pretrained(self, directory, push_to_hub=push_to_hub, private=private,
-                               token=token)
+                               token=token, training_data=training_data)
 
     def push_to_hub(self, repo_id, *, private=None, token=None, commit_message=None):
         """Upload the fitted model to the Hugging Face Hub as a saved-model folder.
