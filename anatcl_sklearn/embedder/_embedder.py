@@ -22,12 +22,17 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..exceptions import warn
 from ..images._checking import _check_images
-from ..images._grid import affine_mismatch, describe_affine
+from ..images._grid import (
+    affine_mismatch,
+    affine_or_openbhb,
+    describe_affine,
+    target_grid,
+)
 from ._data import SubjectDataset
 from ._parallel import unwrap_module
 from ._params import PARAMETER_CONSTRAINTS, validate_params
 from ._sharing import push_to_hub, save_pretrained
-from ._training import affine_or_openbhb, fit_embedder
+from ._training import fit_embedder
 
 
 class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -350,15 +355,8 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         """
         check_is_fitted(self, "net_")
         fitted_affine = affine_or_openbhb(self.input_shape_, getattr(self, "input_affine_", None))
-        target = None
-        if self.conform:
-            if fitted_affine is None:
-                raise ValueError(
-                    "conform=True, but this embedder was fitted on images without an affine "
-                    f"(arrays or .npy files on a {'x'.join(map(str, self.input_shape_))} grid), "
-                    "so there is no grid to conform to; set conform=False and pass images on "
-                    "that grid.")
-            target = (self.input_shape_, fitted_affine)
+        target = target_grid(self.conform, self.input_shape_,
+                             getattr(self, "input_affine_", None), recorded_by="fit")
         images = self._check_X(X, target=target)
         if tuple(images.shape) != self.input_shape_:
             raise ValueError(

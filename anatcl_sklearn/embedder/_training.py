@@ -19,11 +19,10 @@ from skorch.callbacks import EarlyStopping, ProgressBar
 from .._optim import adam_kwargs
 from ..anatomy._training import check_desikan_shape, resolve_scaling
 from ..exceptions import NonFiniteLossError, warn
-from ..images._checking import resolve_target
 from ..images._grid import (
-    OPENBHB_AFFINE,
-    OPENBHB_SHAPE,
     affine_mismatch,
+    affine_or_openbhb,
+    target_grid,
     warn_pretrained_grid,
 )
 from ..losses._validation import check_anatomy
@@ -58,7 +57,7 @@ def fit_embedder(est, X, y, age, anatomy):
     device = _resolve_device(est, ctx)
     use_dp = _check_device_options(est, device, train, ctx)
     check_finite = True if train else "auto"
-    target = resolve_target(est.conform)
+    target = target_grid(est.conform)  # the weights' grid, if they record one, comes later
 
     def prepare():
         # Training reads every volume many times, so one up-front pass that finds NaN/inf
@@ -304,14 +303,6 @@ def _build_module(est, seed):
         return AnatCLModel(est.arch)
 
 
-def affine_or_openbhb(shape, affine):
-    """The affine of a grid: the one recorded, else OpenBHB's for OpenBHB's shape (arrays and
-    .npy files of that shape, OpenBHB's own format, are taken to be on its grid), else None."""
-    if affine is not None:
-        return np.asarray(affine, dtype=np.float64)
-    return np.array(OPENBHB_AFFINE) if tuple(shape) == OPENBHB_SHAPE else None
-
-
 def _conform_to_weights(est, X, module, images, target, check_finite):
     """Conform to the grid pretrained weights record (else OpenBHB's); warn on a mismatch."""
     if est.pretrained is None:
@@ -322,13 +313,9 @@ def _conform_to_weights(est, X, module, images, target, check_finite):
     if target is not None and trained_grid is not None and (
             trained_grid[0] != tuple(target[0])
             or affine_mismatch(trained_grid[1], target[1]) is not None):
-        if trained_grid[1] is None:
-            raise ValueError(
-                f"conform=True, but these pretrained weights record a training grid of "
-                f"{'x'.join(map(str, trained_grid[0]))} voxels without its affine, so there is "
-                "no grid to conform to; conform the images yourself (anatcl_sklearn."
-                "conform_image with that grid's affine) and pass conform=False.")
-        images = est._check_X(X, check_finite=check_finite, target=trained_grid)
+        target = target_grid(est.conform, shape, getattr(module, "input_affine", None),
+                             recorded_by="weights")
+        images = est._check_X(X, check_finite=check_finite, target=target)
     warn_pretrained_grid(images, *(trained_grid or (None, None)))
     return images
 

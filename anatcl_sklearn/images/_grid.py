@@ -166,3 +166,55 @@ def warn_pretrained_grid(images, trained_shape, trained_affine=None, name="X"):
         "intended.",
         GridWarning,
     )
+
+
+def affine_or_openbhb(shape, affine):
+    """The affine of a grid: the one recorded, else OpenBHB's for OpenBHB's shape (arrays and
+    .npy files of that shape, OpenBHB's own format, are taken to be on its grid), else None."""
+    if affine is not None:
+        return np.asarray(affine, dtype=np.float64)
+    return np.array(OPENBHB_AFFINE) if tuple(shape) == OPENBHB_SHAPE else None
+
+
+_NO_AFFINE = {
+    "weights": ("conform=True, but these pretrained weights record a training grid of {grid} "
+                "voxels without its affine, so there is no grid to conform to; conform the images "
+                "yourself (anatcl_sklearn.conform_image with that grid's affine) and pass "
+                "conform=False."),
+    "fit": ("conform=True, but this embedder was fitted on images without an affine (arrays or "
+            ".npy files on a {grid} grid), so there is no grid to conform to; set "
+            "conform=False and pass images on that grid."),
+}
+
+
+def target_grid(conform, recorded_shape=None, recorded_affine=None, *, recorded_by="weights"):
+    """The grid images are conformed to: the one function that decides it.
+
+    Parameters
+    ----------
+    conform : bool or (shape, affine)
+        False: no target (images must share one grid). True: the recorded grid if there is one
+        (the pretrained weights' in ``fit``, the fitted one in ``transform``), else OpenBHB's.
+        A (shape, affine) pair: that grid.
+    recorded_shape, recorded_affine : tuple and array of shape (4, 4), default=None
+        The grid the weights (or the fit) record; an OpenBHB-shaped grid without an affine is
+        OpenBHB's.
+    recorded_by : {"weights", "fit"}, default="weights"
+        Who recorded it, for the message when it has no affine.
+
+    Returns
+    -------
+    target : None or (shape, affine)
+    """
+    if recorded_shape is None or conform is False or conform is None or (
+            isinstance(conform, (tuple, list))):
+        from ._checking import resolve_target
+
+        return resolve_target(conform)
+    if isinstance(conform, np.bool_) and not conform:
+        return None
+    affine = affine_or_openbhb(recorded_shape, recorded_affine)
+    if affine is None:
+        raise ValueError(_NO_AFFINE[recorded_by].format(
+            grid="x".join(map(str, recorded_shape))))
+    return tuple(int(s) for s in recorded_shape), affine
