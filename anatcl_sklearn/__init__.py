@@ -6,17 +6,23 @@ The public surface: :class:`AnatCLEmbedder` (pretrain and embed), :class:`Anatom
 :mod:`~anatcl_sklearn.models`,
 :mod:`~anatcl_sklearn.losses`, :mod:`~anatcl_sklearn.anatomy`, :mod:`~anatcl_sklearn.datasets`,
 :mod:`~anatcl_sklearn.evaluation` (the paper's tasks and linear probes) and
-:mod:`~anatcl_sklearn.distributed` (several machines with torchrun).
+:mod:`~anatcl_sklearn.distributed` (several machines with torchrun). Every exception and warning
+lives in :mod:`anatcl_sklearn.exceptions` (also importable from here).
 """
 
 from ._version import __version__
 from .anatomy import AnatomyScaler, read_aparc_stats, read_aparcstats2table
 from .datasets import load_openbhb, make_synthetic_brains
-from .embedder import AnatCLEmbedder, NonFiniteLossError
+from .embedder import AnatCLEmbedder
+from .exceptions import (
+    GridWarning,
+    ImageReadError,
+    InvalidParameterError,
+    NonFiniteLossError,
+)
 from .images import (
     OPENBHB_AFFINE,
     OPENBHB_SHAPE,
-    GridWarning,
     ImageCollection,
     check_images,
     conform_image,
@@ -30,6 +36,8 @@ __all__ = [
     "AnatomyScaler",
     "GridWarning",
     "ImageCollection",
+    "ImageReadError",
+    "InvalidParameterError",
     "NonFiniteLossError",
     "OPENBHB_AFFINE",
     "OPENBHB_SHAPE",

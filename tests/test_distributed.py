@@ -342,13 +342,13 @@ def test_gather_with_grad_is_identity_without_process_group():
 
 
 def test_loss_parameter_errors():
-    with pytest.raises(ValueError, match="method must be one of"):
+    with pytest.raises(ValueError, match="'method' parameter of \\w+ must be a str among"):
         DistributedContrastiveLoss("l1")
     with pytest.raises(TypeError, match=r"parameter\(s\) \['sigma'\]; it accepts \['temperature'\]"):
         DistributedContrastiveLoss("simclr", sigma=2.0)
     with pytest.raises(ValueError, match="both 0"):
         DistributedContrastiveLoss("anatcl", lambda_age=0, lambda_anat=0)
-    with pytest.raises(ValueError, match="temperature must be > 0"):
+    with pytest.raises(ValueError, match=r"'temperature' parameter of \w+ must be a float in the range \(0\.0, inf\)"):
         DistributedContrastiveLoss("yaware", temperature=0.0)
 
 
@@ -391,11 +391,12 @@ def test_cli_defaults_are_the_paper_settings():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--lr", "-1"], "argument --lr: must be > 0; got -1"),
+    (["--lr", "-1"], "argument --lr: must be a float in the range (0.0, inf); got -1"),
     (["--batch-size", "0"], "argument --batch-size: must be >= 2; got 0"),
     (["--verbose", "-1"], "argument --verbose: must be >= 0 and <= 2; got -1"),
     (["--epochs", "x"], "argument --epochs: invalid int: 'x'"),
-    (["--sigma", "nan"], "argument --sigma: must be > 0; got nan"),
+    (["--sigma", "nan"], "argument --sigma: must be a float in the range (0.0, inf); got nan"),
+    (["--lambda-age", "-1"], "argument --lambda-age: must be a float in the range [0.0, inf); got -1"),
 ])
 def test_cli_numbers_are_range_checked_by_argparse(args, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -442,3 +443,21 @@ def test_cli_reads_an_image_table(tmp_path):
     (tmp_path / "bad.csv").write_text("file,age\ns0.npy,20\n")
     with pytest.raises(ValueError, match=r"no 'path' column .* found \['file', 'age'\]"):
         load_data(parser.parse_args(["--images", str(tmp_path / "bad.csv")]))
+
+
+def test_train_command_lives_in_cli_and_the_old_paths_are_aliases(capsys):
+    import anatcl_sklearn.distributed as distributed
+    from anatcl_sklearn.cli import _train
+    from anatcl_sklearn.distributed import _cli
+    from anatcl_sklearn.losses._distributed import DistributedContrastiveLoss as Loss
+    from anatcl_sklearn.losses._gather import gather_with_grad as gather
+
+    assert distributed.DistributedContrastiveLoss is Loss and distributed.gather_with_grad is gather
+    assert _cli.build_parser is _train.build_parser and _cli.load_data is _train.load_data
+    with pytest.raises(SystemExit) as exit_info:
+        _train.main(["--help"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: anatcl-sklearn train")
+    with pytest.raises(SystemExit):
+        _cli.main(["--help"])
+    assert capsys.readouterr().out.startswith("usage: python -m anatcl_sklearn.distributed")

@@ -506,11 +506,11 @@ def test_data_parallel_only_on_cuda():
 
 # ---------------------------------------------------------------- bad input
 @pytest.mark.parametrize("params, match", [
-    ({"method": "byol"}, "method='byol'"),
-    ({"descriptor": "regional"}, "descriptor='regional'"),
-    ({"sigma": 0.0}, "sigma must be > 0"),
-    ({"sigma": -1}, "sigma must be > 0"),
-    ({"temperature": 0}, "temperature must be > 0"),
+    ({"method": "byol"}, r"The 'method' parameter of AnatCLEmbedder must be a str among .*Got 'byol'"),
+    ({"descriptor": "regional"}, r"'descriptor' parameter of AnatCLEmbedder .*Got 'regional'"),
+    ({"sigma": 0.0}, r"^The 'sigma' parameter of AnatCLEmbedder must be a float in the range \(0\.0, inf\)\. Got 0\.0 instead\.$"),
+    ({"sigma": -1}, r"'sigma' parameter of \w+ must be a float in the range \(0\.0, inf\)"),
+    ({"temperature": 0}, r"'temperature' parameter of \w+ must be a float in the range \(0\.0, inf\)"),
     ({"augment": "rotate"}, "rotate"),
     ({"lambda_age": 0, "lambda_anat": 0}, "both 0"),
     ({"batch_size": 1}, "batch_size"),

@@ -325,3 +325,23 @@ def test_a_failed_refit_leaves_the_previous_fitted_state_intact(brains):
 
         with pytest.raises(NotFittedError):
             check_is_fitted(fresh)
+
+
+def test_run_key_is_the_one_of_before_the_collection_stated_its_identity():
+    # ImageCollection.update_identity and models._identity.weights_identity moved out of
+    # embedder/_runs.py: the key (and so every checkpoint file name) must not change.
+    import hashlib
+
+    from anatcl_sklearn import check_images
+    from anatcl_sklearn.embedder._runs import run_key
+
+    X = np.random.default_rng(0).random((3, 6, 7, 6)).astype(np.float32)
+    images = check_images(X, check_finite=False, warn_grid=False)
+    assert run_key(AnatCLEmbedder(max_epochs=1), images, np.arange(3.0), None) == "d8e95c1783ffc729"
+    h1, h2 = hashlib.sha256(), hashlib.sha256()
+    images.update_identity(h1)
+    images.subset([0, 1, 2]).update_identity(h2)
+    assert h1.hexdigest() == h2.hexdigest()
+    h3 = hashlib.sha256()
+    images.subset([0, 1]).update_identity(h3)
+    assert h3.hexdigest() != h1.hexdigest()

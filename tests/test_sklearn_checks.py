@@ -65,3 +65,17 @@ def _expected_failed_checks(estimator):
 )
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)
+
+
+def test_check_param_validation_passes():
+    # Not among the checks parametrize_with_checks yields (scikit-learn runs it on its own
+    # estimators only), so run it here: every parameter of the table, given a value outside
+    # its constraint, must fail in fit with "The '<param>' parameter of AnatCLEmbedder must be".
+    from sklearn.utils.estimator_checks import check_param_validation
+
+    check_param_validation("AnatCLEmbedder", AnatCLEmbedder(max_epochs=1, batch_size=4, verbose=0))
+
+
+def test_parameter_table_names_every_parameter_once():
+    params = set(AnatCLEmbedder().get_params(deep=False))
+    assert set(AnatCLEmbedder._parameter_constraints) == params

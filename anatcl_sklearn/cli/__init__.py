@@ -25,6 +25,9 @@ COMMANDS = {
               "untrained encoder (the default command)")),
     "embed": ("anatcl_sklearn.cli._embed",
               "embed brain images with pretrained weights into a .csv or .parquet table"),
+    "train": ("anatcl_sklearn.cli._train",
+              ("pretrain AnatCL or a baseline (one process, several GPUs, or under torchrun) "
+               "and save a model folder")),
     "convert": ("anatcl_sklearn.cli._convert",
                 "turn a torch checkpoint into a saved-model folder (safetensors)"),
     "synthetic": ("anatcl_sklearn.cli._synthetic",

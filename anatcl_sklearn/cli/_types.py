@@ -3,7 +3,7 @@ so a bad value is a usage error (exit status 2, one line), never a traceback."""
 
 import argparse
 
-__all__ = ["number"]
+__all__ = ["choices", "number", "parameter"]
 
 
 def number(kind, low=None, high=None, *, low_open=False):
@@ -35,3 +35,63 @@ def number(kind, low=None, high=None, *, low_open=False):
         return value
     parse.__name__ = kind.__name__  # argparse names the type in its messages
     return parse
+
+
+def parameter(name, owner="AnatCLEmbedder"):
+    """A ``type=`` (or ``choices``) for the estimator parameter ``name``, from its constraint.
+
+    The range is the one row of :data:`anatcl_sklearn.embedder._params.PARAMETER_CONSTRAINTS`
+    (scikit-learn's ``Interval``), so a command line refuses exactly what ``fit`` refuses, in
+    the same words: ``argument --sigma: must be a float in the range (0.0, inf); got -1``.
+
+    Parameters
+    ----------
+    name : str
+        The :class:`~anatcl_sklearn.AnatCLEmbedder` parameter (``"sigma"``, ``"lr"``...).
+    owner : str, default="AnatCLEmbedder"
+        Only AnatCLEmbedder's table is known.
+
+    Returns
+    -------
+    parse : callable
+        ``str -> int or float``, raising :class:`argparse.ArgumentTypeError`.
+    """
+    from numbers import Integral
+
+    from sklearn.utils._param_validation import Interval
+
+    from ..embedder._params import PARAMETER_CONSTRAINTS
+
+    if owner != "AnatCLEmbedder":
+        raise ValueError(f"owner must be 'AnatCLEmbedder'; got {owner!r}.")
+    interval = next(c for c in PARAMETER_CONSTRAINTS[name] if isinstance(c, Interval))
+    kind = int if interval.type is Integral else float
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {kind.__name__}: {text!r}") from None
+        if value != value or value not in interval:
+            raise argparse.ArgumentTypeError(f"must be {interval}; got {text}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def choices(name):
+    """The accepted strings of the estimator parameter ``name`` (argparse ``choices=``), in the
+    order the vocabulary writes them (:mod:`anatcl_sklearn.losses._options`)."""
+    from ..embedder import _params
+    from ..losses import _options
+
+    ordered = {"method": _options.METHODS, "descriptor": _options.DESCRIPTORS,
+               "kernel": _options.AGE_KERNELS, "precision": _params.PRECISIONS,
+               "cache": _params.CACHES, "cache_dtype": _params.CACHE_DTYPES,
+               "output": _params.OUTPUTS}
+    if name in ordered:
+        return list(ordered[name])
+    from sklearn.utils._param_validation import StrOptions
+
+    options = next(c for c in _params.PARAMETER_CONSTRAINTS[name] if isinstance(c, StrOptions))
+    return sorted(options.options)

@@ -5,7 +5,6 @@ fetched by the user.
 """
 
 import re
-import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pandas as pd
 from sklearn.utils import Bunch
 
 from ..anatomy._regions import ANATOMY_MEASURES, DESIKAN_REGIONS, N_MEASURES, N_REGIONS
+from ..exceptions import warn
 
 __all__ = ["load_openbhb"]
 
@@ -305,10 +305,9 @@ def load_openbhb(root, split="train", *, on_missing="raise"):
                 raise FileNotFoundError(message + " Pass on_missing='drop' to skip them.")
             raise ValueError(message + " Pass on_missing='drop' to skip them.")
         dropped = set(no_image) | set(no_features)
-        warnings.warn(
+        warn(
             message + f" Dropped {len(dropped)} of {len(ids)} participants.",
             UserWarning,
-            stacklevel=2,
         )
         keep = [pid not in dropped for pid in ids]
         selected = selected[keep].reset_index(drop=True)

@@ -5,6 +5,10 @@
 - :class:`DistributedContrastiveLoss`: the AnatCL, y-Aware, ExpW and SimCLR losses of this
   rank's anchors against the all-gathered global batch, scaled so that DDP's gradient
   averaging gives exactly the single-process gradient;
+The loss and the gather live in :mod:`anatcl_sklearn.losses` (``losses/_distributed.py``,
+``losses/_gather.py``) and the command in :mod:`anatcl_sklearn.cli._train`
+(``anatcl-sklearn train``); the names below are aliases kept here.
+
 - ``python -m anatcl_sklearn.distributed``: a command line over the one training engine,
   :meth:`AnatCLEmbedder.fit <anatcl_sklearn.AnatCLEmbedder.fit>`, which detects torchrun and
   trains with DistributedDataParallel (``distributed="auto"``); rank 0 writes a saved-model
@@ -16,7 +20,7 @@ Launch on N machines with G GPUs each (the same command on every machine)::
         -m anatcl_sklearn.distributed --openbhb /data/openbhb --epochs 300 --output anatcl-run
 """
 
-from ._gather import gather_with_grad
-from ._loss import METHODS, DistributedContrastiveLoss
+from ..losses._distributed import METHODS, DistributedContrastiveLoss
+from ..losses._gather import gather_with_grad
 
 __all__ = ["METHODS", "DistributedContrastiveLoss", "gather_with_grad"]

@@ -14,6 +14,7 @@ import torch
 from skorch.callbacks import Callback, PrintLog
 from skorch.history import History
 
+from ..exceptions import warn
 from ._parallel import unwrap_module
 
 
@@ -170,7 +171,7 @@ class ResumableCheckpoint(Callback):
                 try:
                     self.generators[name].set_state(gen_state)
                 except RuntimeError:  # saved on another kind of device (a GPU run resumed on CPU)
-                    warnings.warn(
+                    warn(
                         f"Checkpoint {self.path!r}: the {name} generator's state was saved on "
                         f"another kind of device than {self.generators[name].device}; resuming "
                         "with a fresh stream, so this run will not repeat an uninterrupted one "
@@ -178,8 +179,8 @@ class ResumableCheckpoint(Callback):
         return len(net.history)
 
     def _ignore(self, why):
-        warnings.warn(f"Checkpoint '{self.path}' was ignored: {why}. Training starts from "
-                      "scratch and will replace it.", UserWarning, stacklevel=4)
+        warn(f"Checkpoint '{self.path}' was ignored: {why}. Training starts from "
+                      "scratch and will replace it.", UserWarning)
         return 0
 
     def _problem(self, state, net):

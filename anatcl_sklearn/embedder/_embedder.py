@@ -10,7 +10,6 @@ through the frozen encoder.
 """
 
 import contextlib
-import warnings
 
 import numpy as np
 import torch
@@ -21,12 +20,19 @@ from sklearn.base import (
 )
 from sklearn.utils.validation import check_is_fitted
 
+from ..exceptions import warn
 from ..images._checking import _check_images
-from ..images._grid import affine_mismatch, describe_affine
+from ..images._grid import (
+    affine_mismatch,
+    affine_or_openbhb,
+    describe_affine,
+    target_grid,
+)
 from ._data import SubjectDataset
 from ._parallel import unwrap_module
+from ._params import PARAMETER_CONSTRAINTS, validate_params
 from ._sharing import push_to_hub, save_pretrained
-from ._training import affine_or_openbhb, fit_embedder
+from ._training import fit_embedder
 
 
 class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -191,6 +197,10 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     >>> pipe = make_pipeline(AnatCLEmbedder(max_epochs=2), LogisticRegression())  # doctest: +SKIP
     """
 
+    #: What each parameter accepts (scikit-learn's vocabulary), checked once at the start of
+    #: ``fit`` by :meth:`_validate_params`; see ``embedder/_params.py``.
+    _parameter_constraints: dict = PARAMETER_CONSTRAINTS
+
     def __init__(
         self,
         method="anatcl",
@@ -272,7 +282,15 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self.verbose = verbose
 
     # ------------------------------------------------------------------ validation
-    def _check_X(self, X, check_finite="auto", stacklevel=3, target=None):
+    def _validate_params(self):
+        """Check every parameter against ``_parameter_constraints`` and the cross-parameter rules.
+
+        Raises :class:`~anatcl_sklearn.exceptions.InvalidParameterError` ("The 'sigma' parameter
+        of AnatCLEmbedder must be a float in the range (0.0, inf). Got -1.0 instead.").
+        """
+        validate_params(self)
+
+    def _check_X(self, X, check_finite="auto", target=None):
         import scipy.sparse
 
         if scipy.sparse.issparse(X):
@@ -280,14 +298,10 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
                 "Sparse input is not supported: AnatCLEmbedder needs dense images, an array "
                 "(n_images, D, H, W) or a list of image paths or nibabel images."
             )
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            # The grid matters for pretrained weights only; fit compares it with theirs.
-            images = _check_images(X, "X", check_finite, warn_grid=False, nonfinite_advice="",
-                                   target=target)
-        for w in caught:  # re-issue at the user's line (fit, or transform behind set_output)
-            warnings.warn(w.message, w.category, stacklevel=stacklevel)
-        return images
+        # The grid matters for pretrained weights only; fit compares it with theirs. Warnings
+        # point at the user's line (fit, or transform behind set_output): exceptions.warn.
+        return _check_images(X, "X", check_finite, warn_grid=False, nonfinite_advice="",
+                             target=target)
 
     # ------------------------------------------------------------------ fit / transform
     def fit(self, X, y=None, *, age=None, anatomy=None):
@@ -314,10 +328,10 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         # (its previous fitted state, or unfitted), never new weights with an old history.
         self.__dict__.update(fitted)
         if interrupted is not None:
-            warnings.warn(
+            warn(
                 f"Training was interrupted during epoch {interrupted}; the weights of the last "
                 f"finished epoch ({interrupted - 1}) were kept and the embedder is usable.",
-                RuntimeWarning, stacklevel=2,
+                RuntimeWarning,
             )
         return self
 
@@ -341,16 +355,9 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         """
         check_is_fitted(self, "net_")
         fitted_affine = affine_or_openbhb(self.input_shape_, getattr(self, "input_affine_", None))
-        target = None
-        if self.conform:
-            if fitted_affine is None:
-                raise ValueError(
-                    "conform=True, but this embedder was fitted on images without an affine "
-                    f"(arrays or .npy files on a {'x'.join(map(str, self.input_shape_))} grid), "
-                    "so there is no grid to conform to; set conform=False and pass images on "
-                    "that grid.")
-            target = (self.input_shape_, fitted_affine)
-        images = self._check_X(X, stacklevel=4, target=target)
+        target = target_grid(self.conform, self.input_shape_,
+                             getattr(self, "input_affine_", None), recorded_by="fit")
+        images = self._check_X(X, target=target)
         if tuple(images.shape) != self.input_shape_:
             raise ValueError(
                 f"X has images of shape {tuple(images.shape)}, but this embedder was fitted on "
@@ -385,7 +392,8 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
                 out.append(z.float().cpu().numpy())
         return np.concatenate(out, axis=0)
 
-    def save_pretrained(self, directory, *, push_to_hub=None, private=None, token=None):
+    def save_pretrained(self, directory, *, push_to_hub=None, private=None, token=None,
+                        training_data=None):
         """Save the fitted model as a folder others can load, and optionally share it.
 
         Writes ``model.safetensors`` (the encoder ``encoder.*`` and head ``head.0``,
@@ -407,13 +415,16 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             Visibility of a repository created by ``push_to_hub``.
         token : str, default=None
             Hub token (default: the one ``huggingface-cli login`` stored).
+        training_data : str, default=None
+            What the model was trained on (e.g. "OpenBHB train split, 3,227 subjects"),
+            recorded as ``config["training"]["data"]`` and in the model card.
 
         Returns
         -------
         directory : pathlib.Path
         """
         return save_pretrained(self, directory, push_to_hub=push_to_hub, private=private,
-                               token=token)
+                               token=token, training_data=training_data)
 
     def push_to_hub(self, repo_id, *, private=None, token=None, commit_message=None):
         """Upload the fitted model to the Hugging Face Hub as a saved-model folder.

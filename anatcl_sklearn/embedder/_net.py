@@ -12,22 +12,12 @@ import torch
 from skorch import NeuralNet
 from skorch.utils import to_tensor
 
+from ..exceptions import NonFiniteLossError
 from ._augment import make_views
 from ._callbacks import TerminalPrintLog
 
 # Stands for "the same object as module_" in a pickled net (see ContrastiveNet.__getstate__).
 _MODULE_IS_MODULE_ = "<anatcl_sklearn: same as module_>"
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Raised when a training loss or gradient is NaN or infinite, before the step is taken.
-
-    The estimator that was fitting is left as it was before ``fit``; the skorch net holding
-    the weights of the last good step is the exception's ``net`` attribute (None if the
-    failure came before any net existed).
-    """
-
-    net = None
 
 
 class ContrastiveNet(NeuralNet):

@@ -1,19 +1,29 @@
 """Validation of :class:`AnatCLEmbedder` hyper-parameters, in one place.
 
-scikit-learn validates parameters in ``fit`` (``__init__`` only stores them); this module
-holds the allowed values and turns a bad value into a ``ValueError``/``TypeError`` that names
-the parameter, what was received and what is expected.
+scikit-learn validates parameters in ``fit`` (``__init__`` only stores them). Each parameter's
+range is one row of :data:`PARAMETER_CONSTRAINTS` (scikit-learn's vocabulary: ``Interval``,
+``StrOptions``, types), which :class:`AnatCLEmbedder` exposes as ``_parameter_constraints``
+and :func:`validate_params` checks through :func:`~anatcl_sklearn.losses._options.
+validate_constraints` (one message shape, one exception type); the rules that tie several
+parameters together follow in :func:`check_cross_parameters`. The loss vocabulary (methods,
+descriptors, kernels, their ranges) comes from :mod:`anatcl_sklearn.losses._options`.
 """
 
-import numbers
+from numbers import Integral
 
-import numpy as np
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..anatomy._training import SCALINGS
+from ..exceptions import InvalidParameterError
+from ..losses._options import (
+    AGE_KERNELS,
+    LOSS_CONSTRAINTS,
+    NON_NEGATIVE,
+    POSITIVE,
+    validate_constraints,
+)
 
-METHODS = ("anatcl", "yaware", "expw", "simclr", "l1")
-DESCRIPTORS = ("global", "local")
-KERNELS = ("rbf", "gaussian", "cauchy")
+KERNELS = AGE_KERNELS  # an alias: the age kernels are written once, in losses/_options.py
 OUTPUTS = ("encoder", "projection")
 PRECISIONS = ("fp32", "bf16")
 AUGMENTATIONS = ("flip", "crop", "cutout", "blur", "noise")
@@ -24,25 +34,58 @@ CACHE_DTYPES = ("float16", "uint8")
 _NEEDS_AGE = {"yaware", "expw", "l1"}
 
 
-def _check_choice(name, value, choices):
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name}={value!r} is not supported; expected one of {list(choices)}.")
+def _architectures():
+    from ..models import ARCHITECTURES
+
+    return set(ARCHITECTURES)
 
 
-def _check_number(name, value, *, low=None, low_inclusive=False, integer=False, allow_none=False):
-    if value is None and allow_none:
-        return
-    kind = numbers.Integral if integer else numbers.Real
-    if isinstance(value, bool) or not isinstance(value, kind):
-        expected = "an integer" if integer else "a real number"
-        raise TypeError(f"{name} must be {expected}; got {value!r} ({type(value).__name__}).")
-    if value != value:  # NaN
-        raise ValueError(f"{name} must not be NaN.")
-    if low is not None:
-        bad = value < low if low_inclusive else value <= low
-        if bad:
-            op = ">=" if low_inclusive else ">"
-            raise ValueError(f"{name} must be {op} {low}; got {value!r}.")
+def _device_types():
+    import torch
+
+    return [str, torch.device]
+
+
+def _non_negative_int():
+    return Interval(Integral, 0, None, closed="left")
+
+
+#: Every parameter of AnatCLEmbedder and what it accepts (scikit-learn's vocabulary). The loss
+#: rows are the loss vocabulary's own; batch_size >= 2 when training is a cross-parameter rule.
+PARAMETER_CONSTRAINTS = {
+    **{name: list(c) for name, c in LOSS_CONSTRAINTS.items()},
+    "arch": [StrOptions(_architectures())],
+    "augment": [str, list, tuple, None],
+    "max_epochs": [_non_negative_int()],
+    "batch_size": [Interval(Integral, 1, None, closed="left")],
+    "lr": [POSITIVE],
+    "lr_step": [Interval(Integral, 1, None, closed="left")],
+    "lr_gamma": [POSITIVE],
+    "weight_decay": [NON_NEGATIVE],
+    "device": [*_device_types()],
+    "distributed": ["boolean", StrOptions({"auto"})],
+    "sync_batchnorm": ["boolean"],
+    "data_parallel": ["boolean", StrOptions({"auto"})],
+    "precision": [StrOptions(set(PRECISIONS))],
+    "channels_last": ["boolean"],
+    "compile": ["boolean"],
+    "cache": [StrOptions(set(CACHES))],
+    "cache_dtype": [StrOptions(set(CACHE_DTYPES))],
+    "pretrained": "no_validation",  # five forms (name, folder, hf://, path, weights): models/
+    "fold": [_non_negative_int()],
+    "finetune": ["boolean"],
+    "conform": ["boolean"],
+    "output": [StrOptions(set(OUTPUTS))],
+    "anatomy_scaling": [StrOptions(set(SCALINGS))],
+    "use_y_as_age": ["boolean"],
+    "num_workers": [_non_negative_int()],
+    "checkpoint_dir": "no_validation",  # type, folder, writable, free space: embedder/_runs.py
+    "early_stopping": [Interval(Integral, 1, None, closed="left"), None],
+    "callbacks": [list, tuple, None],
+    "net_params": [dict, None],
+    "random_state": ["random_state"],
+    "verbose": [_non_negative_int()],
+}
 
 
 def parse_augment(augment):
@@ -74,58 +117,31 @@ def parse_augment(augment):
 
 
 def validate_params(est):
-    """Validate every hyper-parameter of an :class:`AnatCLEmbedder` (called by ``fit``)."""
-    _check_choice("method", est.method, METHODS)
-    _check_choice("descriptor", est.descriptor, DESCRIPTORS)
-    _check_choice("kernel", est.kernel, KERNELS)
-    _check_choice("output", est.output, OUTPUTS)
-    _check_choice("precision", est.precision, PRECISIONS)
-    _check_choice("anatomy_scaling", est.anatomy_scaling, SCALINGS)
-    _check_choice("cache", est.cache, CACHES)
-    _check_choice("cache_dtype", est.cache_dtype, CACHE_DTYPES)
-    for flag in ("channels_last", "compile", "finetune", "use_y_as_age", "conform",
-                 "sync_batchnorm"):
-        if not isinstance(getattr(est, flag), (bool, np.bool_)):
-            raise TypeError(f"{flag} must be True or False; got {getattr(est, flag)!r}.")
-    from ..models import ARCHITECTURES
+    """Validate every hyper-parameter of an :class:`AnatCLEmbedder` (called by ``fit``).
 
-    _check_choice("arch", est.arch, ARCHITECTURES)
-    _check_number("sigma", est.sigma, low=0)
-    _check_number("temperature", est.temperature, low=0)
-    _check_number("lambda_age", est.lambda_age, low=0, low_inclusive=True)
-    _check_number("lambda_anat", est.lambda_anat, low=0, low_inclusive=True)
-    if est.method == "anatcl" and est.lambda_age == 0 and est.lambda_anat == 0:
-        raise ValueError("lambda_age and lambda_anat are both 0: the AnatCL loss would be zero.")
-    _check_number("max_epochs", est.max_epochs, low=0, low_inclusive=True, integer=True)
-    # a contrastive batch needs two subjects; a frozen encoder embeds one at a time if asked
-    trains = est.pretrained is None or est.finetune
-    _check_number("batch_size", est.batch_size, low=2 if trains else 1, low_inclusive=True,
-                  integer=True)
-    _check_number("lr", est.lr, low=0)
-    _check_number("lr_step", est.lr_step, low=1, low_inclusive=True, integer=True)
-    _check_number("lr_gamma", est.lr_gamma, low=0)
-    _check_number("weight_decay", est.weight_decay, low=0, low_inclusive=True)
-    _check_number("fold", est.fold, low=0, low_inclusive=True, integer=True)
-    _check_number("num_workers", est.num_workers, low=0, low_inclusive=True, integer=True)
-    _check_number("early_stopping", est.early_stopping, low=1, low_inclusive=True,
-                  integer=True, allow_none=True)
-    _check_number("verbose", est.verbose, low=0, low_inclusive=True, integer=True)
+    Each value against its row of ``est._parameter_constraints``, then the rules that tie
+    parameters together (:func:`check_cross_parameters`). Raises
+    :class:`~anatcl_sklearn.exceptions.InvalidParameterError` (a ValueError and a TypeError).
+    """
+    validate_constraints(type(est)._parameter_constraints, est.get_params(deep=False),
+                         type(est).__name__)
+    check_cross_parameters(est)
+
+
+def check_cross_parameters(est):
+    """The rules that tie several parameters of an :class:`AnatCLEmbedder` together."""
     parse_augment(est.augment)
-    if not (est.device == "auto" or isinstance(est.device, str)):
-        import torch
-
-        if not isinstance(est.device, torch.device):
-            raise TypeError(f"device must be 'auto', a device string or torch.device; got {est.device!r}.")
-    if not (isinstance(est.distributed, (bool, np.bool_)) or est.distributed == "auto"):
-        raise ValueError(f"distributed must be 'auto', True or False; got {est.distributed!r}.")
-    if est.data_parallel not in ("auto", True, False):
-        raise ValueError(f"data_parallel must be 'auto', True or False; got {est.data_parallel!r}.")
-    if est.net_params is not None and not isinstance(est.net_params, dict):
-        raise TypeError(f"net_params must be a dict of skorch parameters or None; got {type(est.net_params).__name__}.")
-    if est.callbacks is not None and not isinstance(est.callbacks, (list, tuple)):
-        raise TypeError(f"callbacks must be a list of skorch callbacks or None; got {type(est.callbacks).__name__}.")
+    if est.method == "anatcl" and est.lambda_age == 0 and est.lambda_anat == 0:
+        raise InvalidParameterError(
+            "lambda_age and lambda_anat are both 0: the AnatCL loss would be zero.")
+    # a contrastive batch needs two subjects; a frozen encoder embeds one at a time if asked
+    if (est.pretrained is None or est.finetune) and est.batch_size < 2:
+        raise InvalidParameterError(
+            "The 'batch_size' parameter of AnatCLEmbedder must be an int in the range [2, inf) "
+            f"when it trains (a contrastive batch needs two subjects). Got {est.batch_size!r} "
+            "instead.")
     if est.finetune and est.pretrained is None:
-        raise ValueError("finetune=True needs pretrained weights (pretrained=None).")
+        raise InvalidParameterError("finetune=True needs pretrained weights (pretrained=None).")
 
 
 def needs_age(est):

@@ -24,7 +24,8 @@ _HYPER_PARAMETERS = ("method", "descriptor", "sigma", "kernel", "lambda_age", "l
                      "lr_gamma", "weight_decay", "anatomy_scaling", "precision", "random_state")
 
 
-def save_pretrained(est, directory, *, push_to_hub=None, private=None, token=None):
+def save_pretrained(est, directory, *, push_to_hub=None, private=None, token=None,
+                    training_data=None):
     """See :meth:`AnatCLEmbedder.save_pretrained`."""
     check_is_fitted(est, "net_")
     if push_to_hub is not None:
@@ -32,6 +33,8 @@ def save_pretrained(est, directory, *, push_to_hub=None, private=None, token=Non
     module = unwrap_module(est.net_.module_)
     config = dict(output=est.output, training=_training(est, module),
                   anatomy_scaler=_scaler_config(est.anatomy_scaler_))
+    if training_data is not None:  # what the model was trained on: the estimator cannot know
+        config["training"]["data"] = str(training_data)
     save_model_dir(directory, module, config, model_card)
     if push_to_hub is not None:
         push_folder(directory, push_to_hub, private=private, token=token)

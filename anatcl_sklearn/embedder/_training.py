@@ -10,7 +10,6 @@ well, so a failed fit leaves the estimator as it was.
 
 import copy
 import os
-import warnings
 
 import numpy as np
 import torch
@@ -19,11 +18,11 @@ from skorch.callbacks import EarlyStopping, ProgressBar
 
 from .._optim import adam_kwargs
 from ..anatomy._training import check_desikan_shape, resolve_scaling
-from ..images._checking import resolve_target
+from ..exceptions import NonFiniteLossError, warn
 from ..images._grid import (
-    OPENBHB_AFFINE,
-    OPENBHB_SHAPE,
     affine_mismatch,
+    affine_or_openbhb,
+    target_grid,
     warn_pretrained_grid,
 )
 from ..losses._validation import check_anatomy
@@ -41,9 +40,9 @@ from ._distributed import (
     sync_state,
     wrap_ddp,
 )
-from ._net import ContrastiveNet, NonFiniteLossError
+from ._net import ContrastiveNet
 from ._parallel import AutocastDataParallel, unwrap_module
-from ._params import needs_age, needs_anatomy, parse_augment, validate_params
+from ._params import needs_age, needs_anatomy, parse_augment
 from ._runs import check_checkpoint_dir, run_key
 from ._sharing import scaler_from_config
 
@@ -52,19 +51,19 @@ __all__ = ["fit_embedder", "affine_or_openbhb"]
 
 def fit_embedder(est, X, y, age, anatomy):
     """Validate, build, train; return ``(fitted attributes, interrupted epoch or None)``."""
-    validate_params(est)
+    est._validate_params()
     train = est.pretrained is None or est.finetune
     ctx = resolve_distributed(est.distributed, est.device) if train else None
     device = _resolve_device(est, ctx)
     use_dp = _check_device_options(est, device, train, ctx)
     check_finite = True if train else "auto"
-    target = resolve_target(est.conform)
+    target = target_grid(est.conform)  # the weights' grid, if they record one, comes later
 
     def prepare():
         # Training reads every volume many times, so one up-front pass that finds NaN/inf
         # voxels and damaged files (and names them) before any training costs little;
         # inference checks lazily.
-        images = est._check_X(X, check_finite=check_finite, target=target, stacklevel=5)
+        images = est._check_X(X, check_finite=check_finite, target=target)
         n = len(images)
         if n < 2 and train:
             raise ValueError(
@@ -207,14 +206,14 @@ def _check_device_options(est, device, train, ctx):
                              f"only (this process trains on {device!r}).")
         return False
     if est.sync_batchnorm and train:
-        warnings.warn("sync_batchnorm=True has no effect outside torchrun (one process sees the "
-                      "whole batch already).", UserWarning, stacklevel=4)
+        warn("sync_batchnorm=True has no effect outside torchrun (one process sees the "
+                      "whole batch already).", UserWarning)
     use_dp = _use_data_parallel(est.data_parallel, device)
     if est.data_parallel is True and not use_dp and train:
-        warnings.warn(
+        warn(
             f"data_parallel=True has no effect on device {device!r}: DataParallel spreads "
             "batches over CUDA GPUs only. Training runs on this device alone.",
-            UserWarning, stacklevel=4)
+            UserWarning)
     if use_dp and est.compile and train:
         raise ValueError(
             f"compile=True cannot train under DataParallel (data_parallel={est.data_parallel!r}"
@@ -304,14 +303,6 @@ def _build_module(est, seed):
         return AnatCLModel(est.arch)
 
 
-def affine_or_openbhb(shape, affine):
-    """The affine of a grid: the one recorded, else OpenBHB's for OpenBHB's shape (arrays and
-    .npy files of that shape, OpenBHB's own format, are taken to be on its grid), else None."""
-    if affine is not None:
-        return np.asarray(affine, dtype=np.float64)
-    return np.array(OPENBHB_AFFINE) if tuple(shape) == OPENBHB_SHAPE else None
-
-
 def _conform_to_weights(est, X, module, images, target, check_finite):
     """Conform to the grid pretrained weights record (else OpenBHB's); warn on a mismatch."""
     if est.pretrained is None:
@@ -322,20 +313,16 @@ def _conform_to_weights(est, X, module, images, target, check_finite):
     if target is not None and trained_grid is not None and (
             trained_grid[0] != tuple(target[0])
             or affine_mismatch(trained_grid[1], target[1]) is not None):
-        if trained_grid[1] is None:
-            raise ValueError(
-                f"conform=True, but these pretrained weights record a training grid of "
-                f"{'x'.join(map(str, trained_grid[0]))} voxels without its affine, so there is "
-                "no grid to conform to; conform the images yourself (anatcl_sklearn."
-                "conform_image with that grid's affine) and pass conform=False.")
-        images = est._check_X(X, check_finite=check_finite, target=trained_grid, stacklevel=6)
-    warn_pretrained_grid(images, *(trained_grid or (None, None)), stacklevel=5)
+        target = target_grid(est.conform, shape, getattr(module, "input_affine", None),
+                             recorded_by="weights")
+        images = est._check_X(X, check_finite=check_finite, target=target)
+    warn_pretrained_grid(images, *(trained_grid or (None, None)))
     return images
 
 
 def _criterion(est, ctx):
     from .. import losses
-    from ..distributed import DistributedContrastiveLoss
+    from ..losses._distributed import DistributedContrastiveLoss
 
     if est.method == "l1":
         return losses.L1AgeLoss, {}, ("age",)

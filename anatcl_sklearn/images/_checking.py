@@ -142,7 +142,7 @@ def _check_images(X, name, check_finite, warn_grid,
     if check_finite is not False:
         images._scan_finite(eager_files=check_finite is True)
     if warn_grid:
-        _warn_grid(images, name, stacklevel=4)  # the caller of check_images
+        _warn_grid(images, name)
     return images
 
 
@@ -212,7 +212,7 @@ def _four_d_hint(path, name):
             shape = nib.load(p).shape
             if len(shape) == 4 and shape[3] > 1:
                 return _four_d_message(name, None, shape, os.path.abspath(p))
-    except Exception:  # noqa: BLE001 - only a hint; the TypeError follows
+    except Exception:
         return None
     return None
 

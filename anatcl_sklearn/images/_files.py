@@ -16,16 +16,14 @@ import nibabel as nib
 import numpy as np
 from nibabel.arrayproxy import ArrayProxy
 
+from ..exceptions import ImageReadError
+
 __all__ = ["ImageReadError", "check_dtype", "gz_file_of", "load_nifti", "nifti_header", "npy_header",
            "verify_gzip"]
 
 # Chunk size of the streaming gzip check of split_4d.
 _GZIP_CHUNK = 1 << 24
 _GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
-
-
-class ImageReadError(ValueError):
-    """A file that cannot be read; the message names it (a ValueError, as users catch)."""
 
 
 def _damaged(name, path, exc):

@@ -5,10 +5,10 @@ as in NIfTI). Orientation lives in the affine alone: LAS and RAS copies of one b
 same shape, and only :func:`nibabel.orientations.aff2axcodes` tells them apart.
 """
 
-import warnings
-
 import nibabel as nib
 import numpy as np
+
+from ..exceptions import GridWarning, warn
 
 __all__ = [
     "OPENBHB_AFFINE",
@@ -41,18 +41,6 @@ ZOOM_ATOL = 1e-3
 # size) and their origins to this fraction of a voxel.
 _LINEAR_RTOL = 1e-3
 _ORIGIN_VOXEL_FRACTION = 0.1
-
-
-class GridWarning(UserWarning):
-    """Images are not on the grid the pretrained weights were trained on.
-
-    The released AnatCL encoders saw CAT12 grey-matter maps of 121 x 145 x 121 voxels at
-    1.5 mm in MNI space (OpenBHB, :data:`OPENBHB_SHAPE`, :data:`OPENBHB_AFFINE`). Other grids
-    run through the network (it pools globally), but their embeddings are not what the
-    weights learnt to produce: conform the images (``AnatCLEmbedder(conform=True)`` or
-    :func:`conform_image`), or write them on that grid (CAT12 >= 12.8: ``cat.extopts.bb =
-    16``). Silence it with the :mod:`warnings` filters when it is intended.
-    """
 
 
 def zooms_of_affine(affine):
@@ -136,17 +124,16 @@ _CONFORM_ADVICE = (
 )
 
 
-def warn_grid(images, name, stacklevel=3, hint="pass warn_grid=False if this is intended"):
+def warn_grid(images, name, hint="pass warn_grid=False if this is intended"):
     """check_images' warning: images not on OpenBHB's grid (shape, voxel size, orientation)."""
     if _on_grid(images, OPENBHB_SHAPE, OPENBHB_AFFINE):
         return
-    warnings.warn(
+    warn(
         f"{name} has images of {_grid_text(images.shape, images.affine, images.zooms)}, but the "
         f"released AnatCL weights were trained on OpenBHB CAT12 maps of "
         f"{_grid_text(OPENBHB_SHAPE, OPENBHB_AFFINE)}; pretrained embeddings of other grids "
         f"are not meaningful. {_CONFORM_ADVICE} Or {hint}.",
         GridWarning,
-        stacklevel=stacklevel,
     )
 
 
@@ -160,7 +147,7 @@ def _on_grid(images, shape, affine):
     return True
 
 
-def warn_pretrained_grid(images, trained_shape, trained_affine=None, name="X", stacklevel=3):
+def warn_pretrained_grid(images, trained_shape, trained_affine=None, name="X"):
     """Warn when pretrained weights meet images of another grid than they were trained on.
 
     ``trained_shape`` / ``trained_affine`` are the grid the weights record
@@ -171,12 +158,63 @@ def warn_pretrained_grid(images, trained_shape, trained_affine=None, name="X", s
         trained_shape, trained_affine = OPENBHB_SHAPE, OPENBHB_AFFINE
     if _on_grid(images, trained_shape, trained_affine):
         return
-    warnings.warn(
+    warn(
         f"{name} has images of {_grid_text(images.shape, images.affine, images.zooms)}, but "
         f"these pretrained weights were trained on {_grid_text(trained_shape, trained_affine)};"
         f" their embeddings of other grids are not meaningful. {_CONFORM_ADVICE} Silence this "
         "with warnings.filterwarnings('ignore', category=anatcl_sklearn.GridWarning) if it is "
         "intended.",
         GridWarning,
-        stacklevel=stacklevel,
     )
+
+
+def affine_or_openbhb(shape, affine):
+    """The affine of a grid: the one recorded, else OpenBHB's for OpenBHB's shape (arrays and
+    .npy files of that shape, OpenBHB's own format, are taken to be on its grid), else None."""
+    if affine is not None:
+        return np.asarray(affine, dtype=np.float64)
+    return np.array(OPENBHB_AFFINE) if tuple(shape) == OPENBHB_SHAPE else None
+
+
+_NO_AFFINE = {
+    "weights": ("conform=True, but these pretrained weights record a training grid of {grid} "
+                "voxels without its affine, so there is no grid to conform to; conform the images "
+                "yourself (anatcl_sklearn.conform_image with that grid's affine) and pass "
+                "conform=False."),
+    "fit": ("conform=True, but this embedder was fitted on images without an affine (arrays or "
+            ".npy files on a {grid} grid), so there is no grid to conform to; set "
+            "conform=False and pass images on that grid."),
+}
+
+
+def target_grid(conform, recorded_shape=None, recorded_affine=None, *, recorded_by="weights"):
+    """The grid images are conformed to: the one function that decides it.
+
+    Parameters
+    ----------
+    conform : bool or (shape, affine)
+        False: no target (images must share one grid). True: the recorded grid if there is one
+        (the pretrained weights' in ``fit``, the fitted one in ``transform``), else OpenBHB's.
+        A (shape, affine) pair: that grid.
+    recorded_shape, recorded_affine : tuple and array of shape (4, 4), default=None
+        The grid the weights (or the fit) record; an OpenBHB-shaped grid without an affine is
+        OpenBHB's.
+    recorded_by : {"weights", "fit"}, default="weights"
+        Who recorded it, for the message when it has no affine.
+
+    Returns
+    -------
+    target : None or (shape, affine)
+    """
+    if recorded_shape is None or conform is False or conform is None or (
+            isinstance(conform, (tuple, list))):
+        from ._checking import resolve_target
+
+        return resolve_target(conform)
+    if isinstance(conform, np.bool_) and not conform:
+        return None
+    affine = affine_or_openbhb(recorded_shape, recorded_affine)
+    if affine is None:
+        raise ValueError(_NO_AFFINE[recorded_by].format(
+            grid="x".join(map(str, recorded_shape))))
+    return tuple(int(s) for s in recorded_shape), affine

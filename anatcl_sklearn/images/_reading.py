@@ -17,6 +17,7 @@ import numpy as np
 
 from ._conform import _VolumeProxy, conform_data
 from ._files import ImageReadError, gz_file_of, load_nifti
+from ._identity import array_identity, item_identity
 
 __all__ = ["ImageCollection"]
 
@@ -118,6 +119,14 @@ class ImageCollection:
                 self._check_volume_finite(self._read(pos), pos)
 
     # -- public interface --------------------------------------------------------------
+    def update_identity(self, h):
+        """Feed what identifies these images into the hash ``h`` (e.g. :func:`hashlib.sha256`).
+
+        Arrays by content (a memory map by its file, offset and layout), files by path, size and
+        modification time; the run keys of ``AnatCLEmbedder``'s checkpoints use it.
+        """
+        raise NotImplementedError
+
     def __len__(self):
         return len(self._positions)
 
@@ -275,6 +284,9 @@ class _ArrayImages(ImageCollection):
     def _source_at(self, pos):
         return f"<array index {pos}>"
 
+    def update_identity(self, h):
+        array_identity(self._array, self._positions, h)
+
     def _in_memory_at(self, pos):
         return not isinstance(self._array, np.memmap)
 
@@ -321,6 +333,10 @@ class _ItemImages(ImageCollection):
                          check_finite=check_finite, affine=affine, conformed=conformed)
         self._items = items
         self._order = order
+
+    def update_identity(self, h):
+        for pos in self._positions:
+            item_identity(self._items[pos], h)
 
     def _source_at(self, pos):
         return _item_source(self._items[pos], pos)

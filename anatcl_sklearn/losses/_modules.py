@@ -4,6 +4,11 @@ Parameters are checked when the module is built (skorch builds the criterion in
 ``initialize``), so a bad value fails before any batch is seen.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
 from torch import nn
 
 from ._contrastive import anatcl_loss, expw_loss, simclr_loss, yaware_loss
@@ -87,7 +92,7 @@ class AnatCLLoss(nn.Module):
 class _AgeWeightedLoss(nn.Module):
     """Shared parameters of the age-kernel losses."""
 
-    _loss = None
+    _loss: Callable[..., torch.Tensor] | None = None
 
     def __init__(self, sigma=2.0, temperature=0.1, kernel="rbf"):
         super().__init__()

@@ -4,20 +4,40 @@ Every check runs before any pairwise matrix is built, so a bad call fails fast w
 that names the argument, what was received and what was expected.
 """
 
-import numbers
+import sys
 
 import numpy as np
 import torch
+from sklearn.utils._param_validation import StrOptions
 
-#: Accepted values of ``descriptor`` (Eq. 2 is "local", Eq. 3 is "global").
-DESCRIPTORS = ("global", "local")
+# The vocabulary (methods, descriptors, kernels, ranges) is written once, in _options.
+from ._options import (
+    AGE_KERNELS,
+    DESCRIPTORS,
+    LOSS_CONSTRAINTS,
+    NON_NEGATIVE,
+    POSITIVE,
+    check_param,
+)
 
-#: Accepted values of ``kernel`` for the age term.
-AGE_KERNELS = ("rbf", "gaussian", "cauchy")
+__all__ = ["AGE_KERNELS", "DESCRIPTORS", "check_option", "check_scalar"]
 
 
-def check_scalar(value, name, *, strictly_positive=True):
+def _caller_name(depth=2):
+    """The function or class (for ``__init__``) that called the check, named in the message."""
+    frame = sys._getframe(depth)
+    if frame.f_code.co_name == "__init__" and "self" in frame.f_locals:
+        return type(frame.f_locals["self"]).__name__
+    return frame.f_code.co_name
+
+
+def check_scalar(value, name, *, strictly_positive=True, caller=None):
     """Return ``value`` as a float after checking that it is a finite, positive real number.
+
+    The range is the loss vocabulary's (:data:`~._options.LOSS_CONSTRAINTS`) for a known
+    ``name``, else ``(0, inf)`` or ``[0, inf)``; the message is scikit-learn's shape ("The
+    'sigma' parameter of anatcl_loss must be a float in the range (0.0, inf). Got -1.0
+    instead.").
 
     Parameters
     ----------
@@ -26,27 +46,20 @@ def check_scalar(value, name, *, strictly_positive=True):
     name : str
         The argument name used in the error message.
     strictly_positive : bool, default=True
-        Require ``value > 0``; otherwise ``value >= 0``.
+        Require ``value > 0``; otherwise ``value >= 0`` (for names outside the vocabulary).
+    caller : str, default=None
+        The function or class named in the message (None: the calling function).
 
     Returns
     -------
     value : float
         The checked value.
     """
-    # bool is an Integral; True as a temperature is almost surely a mistake.
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number; got {value!r} of type {type(value).__name__}.")
-    value = float(value)
-    if not np.isfinite(value):
-        raise ValueError(f"{name} must be finite; got {value!r}.")
-    if strictly_positive and value <= 0:
-        raise ValueError(f"{name} must be > 0; got {value!r}.")
-    if not strictly_positive and value < 0:
-        raise ValueError(f"{name} must be >= 0; got {value!r}.")
-    return value
+    constraint = LOSS_CONSTRAINTS.get(name) or (POSITIVE if strictly_positive else NON_NEGATIVE)
+    return check_param(value, name, caller or _caller_name(), constraint)
 
 
-def check_option(value, name, options):
+def check_option(value, name, options, caller=None):
     """Check that ``value`` is one of ``options``.
 
     Parameters
@@ -57,15 +70,15 @@ def check_option(value, name, options):
         The argument name used in the error message.
     options : tuple of str
         The accepted values.
+    caller : str, default=None
+        The function or class named in the message (None: the calling function).
 
     Returns
     -------
     value : str
         The checked value.
     """
-    if not isinstance(value, str) or value not in options:
-        raise ValueError(f"{name} must be one of {options}; got {value!r}.")
-    return value
+    return check_param(value, name, caller or _caller_name(), StrOptions(set(options)))
 
 
 def as_float_tensor(x, name, *, device=None, dtype=None):

@@ -6,13 +6,13 @@ import contextlib
 import os
 import pickle
 import re
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..exceptions import warn
 from ._anatcl_model import AnatCLModel
 from ._resnet3d import ARCHITECTURES
 
@@ -457,11 +457,10 @@ def _check_compatible(model, state_dict, arch, strict, source):
             f"out_dim={model.out_dim}). " + " ".join(problems)
         )
     if missing or unexpected:
-        warnings.warn(
+        warn(
             f"Loading {source} with strict=False: {len(missing)} missing key(s) "
             f"{_listing(missing)} keep their initial values and "
             f"{len(unexpected)} unexpected key(s) {_listing(unexpected)} are "
             "ignored.",
             UserWarning,
-            stacklevel=3,
         )

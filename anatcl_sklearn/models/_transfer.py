@@ -16,6 +16,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from ..exceptions import FetchFailed
+
 __all__ = ["FetchFailed", "fetch_with_retries"]
 
 _TIMEOUT_S = 60
@@ -27,13 +29,6 @@ _ATTEMPTS = 3
 _BACKOFF_S = (1.0, 2.0)
 # A progress line (on a terminal only) is redrawn at most this often.
 _PROGRESS_INTERVAL_S = 0.5
-
-
-class FetchFailed(Exception):
-    def __init__(self, reason, attempts):
-        super().__init__(reason)
-        self.reason = reason
-        self.attempts = attempts
 
 
 def fetch_with_retries(source, out, progress, label):
