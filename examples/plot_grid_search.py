@@ -54,16 +54,17 @@ OUTPUT.mkdir(parents=True, exist_ok=True)
 if OPENBHB_DIR:
     LABEL = "OpenBHB"
     data = load_openbhb(OPENBHB_DIR, split="train")
-    n = min(int(os.environ.get("ANATCL_GRID_SUBJECTS", 512)), len(data.age))
+    n = min(int(os.environ.get("ANATCL_GRID_SUBJECTS", "512")), len(data.age))
     X, age, anatomy = data.images[:n], data.age[:n], data.anatomy[:n]
-    TRAINING = dict(batch_size=32, lr=1e-4, max_epochs=int(os.environ.get("ANATCL_EPOCHS", 50)))
+    TRAINING = {"batch_size": 32, "lr": 1e-4,
+                "max_epochs": int(os.environ.get("ANATCL_EPOCHS", "50"))}
     GRID = {"sigma": [1.0, 2.0, 4.0], "lambda_age": [0.5, 1.0], "lambda_anat": [0.0, 0.5, 1.0]}
     CV = 3
 else:
     LABEL = "SYNTHETIC brains"
     data = make_synthetic_brains(40 if FAST else 72, shape=(24, 28, 24), random_state=0)
     X, age, anatomy = data.images, data.age, data.anatomy
-    TRAINING = dict(batch_size=16, lr=1e-3, max_epochs=2 if FAST else 4)
+    TRAINING = {"batch_size": 16, "lr": 1e-3, "max_epochs": 2 if FAST else 4}
     GRID = {"sigma": [1.0, 4.0], "lambda_age": [1.0] if FAST else [0.5, 1.0],
             "lambda_anat": [0.0, 1.0]}
     CV = 2 if FAST else 3

@@ -72,7 +72,7 @@ NIFTI_DIR = os.environ.get("ANATCL_NIFTI_DIR") or None
 if not (NIFTI_DIR or WEIGHTS):
     # Synthetic brains use a small grid on purpose; the warning is for released weights.
     warnings.filterwarnings("ignore", category=GridWarning)
-FOLD = int(os.environ.get("ANATCL_FOLD", 0))
+FOLD = int(os.environ.get("ANATCL_FOLD", "0"))
 here = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
 OUTPUT = Path(os.environ.get("ANATCL_EXAMPLES_OUTPUT") or here / "output")
 OUTPUT = OUTPUT / "plot_pretrained_weights"

@@ -115,8 +115,8 @@ def test_run_paper_table_reuses_the_cache(tmp_path):
     pretrain = make_synthetic_brains(8, shape=SHAPE, random_state=0)
     cohort = make_synthetic_brains(30, shape=SHAPE, random_state=1)
     encoders = {"SimCLR": _embedder()}
-    kwargs = dict(pretrain=pretrain, cohorts={"openbhb": cohort}, methods=encoders, cv=3,
-                  inner_cv=None, encoder_cache=tmp_path)
+    kwargs = {"pretrain": pretrain, "cohorts": {"openbhb": cohort}, "methods": encoders,
+              "cv": 3, "inner_cv": None, "encoder_cache": tmp_path}
     first = run_paper_table(2, **kwargs)
     second = run_paper_table(2, **kwargs)
     assert first.loaded == [] and second.loaded == ["SimCLR"]

@@ -313,7 +313,7 @@ def linear_probe(embeddings_or_transformer, X=None, y=None, task=None, *, cv=5, 
     return ProbeResult(
         task=task,
         scores=np.asarray(scores, dtype=np.float64),
-        n_samples=int(len(target)),
+        n_samples=len(target),
         n_features=int(Z.shape[1]),
         name=name,
         best_params=tuple(best),
