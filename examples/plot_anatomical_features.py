@@ -170,5 +170,5 @@ save_results_csv(results, OUTPUT / "abide_tasks_folds.csv", rows=measure_rows,
 fig = plot_results(results, rows=measure_rows, columns=ABIDE_TASKS,
                    title=f"ABIDE-I tasks from Desikan anatomy ({LABEL})")
 fig.savefig(OUTPUT / "abide_tasks.png", dpi=100)
-print(f"Figures and tables written to {OUTPUT}")
+print(f"Figures and tables written to {OUTPUT.name}/ in the examples' output folder.")
 plt.show()

@@ -128,5 +128,5 @@ for ax, lam in zip(axes[0], GRID["lambda_age"]):
 fig.colorbar(image, ax=axes[0].tolist(), label="age MAE (years)")
 fig.suptitle(f"GridSearchCV over AnatCL's sigma and lambdas\n({LABEL})", fontsize=10)
 fig.savefig(OUTPUT / "grid_search.png", dpi=100)
-print(f"Figures and tables written to {OUTPUT}")
+print(f"Figures and tables written to {OUTPUT.name}/ in the examples' output folder.")
 plt.show()

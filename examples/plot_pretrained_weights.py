@@ -111,7 +111,7 @@ else:
     cohort = load_cohort(folder)
     paths, participants = cohort.images, cohort.participants
     LABEL = "SYNTHETIC brains and weights, not the released model"
-print(f"{len(paths)} images, e.g. {paths[0]}")
+print(f"{len(paths)} images, e.g. {Path(paths[0]).name}")
 
 # %%
 # Weights in the released format
@@ -136,7 +136,7 @@ if WEIGHTS is None:
         },
         WEIGHTS,
     )
-    print(f"Saved a checkpoint in the released format: {WEIGHTS}")
+    print(f"Saved a checkpoint in the released format: {Path(WEIGHTS).name}")
 
 # %%
 # Embed the folder
@@ -188,5 +188,5 @@ else:
 fig.suptitle(f"AnatCL embeddings of a NIfTI folder ({LABEL})", fontsize=10)
 fig.tight_layout()
 fig.savefig(OUTPUT / "embeddings_age.png", dpi=100)
-print(f"Figures and tables written to {OUTPUT}")
+print(f"Figures and tables written to {OUTPUT.name}/ in the examples' output folder.")
 plt.show()
