@@ -27,12 +27,14 @@ Environment variables (all optional):
 ``ANATCL_EXAMPLES_FAST=1``, ``ANATCL_EXAMPLES_OUTPUT``
     A tiny run; where figures and CSV files go (default ``examples/output/``).
 
-What this page shows was produced in the default mode (no environment variable): synthetic
-cohorts at the smallest size that fills the paper's 5 outer folds in every task, probes with
+The output below says which mode produced it (its first line). In the default mode (no
+environment variable) the example uses synthetic cohorts at the smallest size that fills the paper's 5 outer folds in every task, probes with
 3 inner folds instead of 5 to keep the page under five minutes on two CPU cores (real
 cohorts get 5), and the encoders pretrained by the OpenBHB example
 (``plot_pretraining_openbhb.py``), loaded from the gallery's encoder cache when that example
-ran first (trained here otherwise, and cached for the next example).
+ran first (trained here otherwise, and cached for the next example). The fast mode
+(``ANATCL_EXAMPLES_FAST=1``, which the documentation site renders) runs three methods for
+two epochs with 3 outer folds.
 """
 
 # %%
@@ -68,13 +70,13 @@ COHORT_DIRS = {"adni": os.environ.get("ANATCL_ADNI_DIR"),
 if not (S.openbhb_dir or any(COHORT_DIRS.values()) or S.official):
     # Synthetic brains use a small grid on purpose; the warning is for released weights.
     warnings.filterwarnings("ignore", category=GridWarning)
+MODE = "fast mode" if S.fast else "default mode"
+print(f"Running in the {MODE}; encoder cache: {cache_description(S)}.")
 # A synthetic cohort is drawn at the smallest size from 60 subjects up at which every class
 # of every task of the cohort fills the outer folds (the printed size says so).
 data = load_example_data(S, COHORT_DIRS, n_subjects=60, cv=S.cv)
 cohorts = data.cohorts
 INNER_CV = S.inner_cv if data.real else 3
-MODE = "fast mode" if S.fast else "default mode"
-print(f"Encoder cache: {cache_description(S)}.")
 
 # %%
 # One encoder per row of the table
