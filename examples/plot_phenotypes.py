@@ -12,7 +12,7 @@ Simpson-Angus gait (normal vs other) -- scored with balanced accuracy, and ABIDE
 By default every cohort is **synthetic**: ``make_synthetic_brains`` gives its
 SchizConnect- and ABIDE-like subjects scores weakly tied to their anatomy. The numbers show
 the protocol at work; they are not the paper's. The synthetic ABIDE-I is the same as in the schizophrenia and autism
-example, drawn large enough (about 630 subjects) that its rarest group fills 5 folds.
+example, drawn large enough (about 650 subjects) that its rarest group fills 5 folds.
 
 Environment variables (all optional):
 

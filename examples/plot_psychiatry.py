@@ -13,7 +13,7 @@ By default every cohort is **synthetic**: ``make_synthetic_brains`` imitates Sch
 show the protocol at work; they are not the paper's. The synthetic cohorts keep the
 paper's group proportions, and PDD-NOS was 7 of ABIDE-I's 995 subjects: 300 synthetic
 subjects would hold 3 of them, fewer than the 5 folds, so the example draws the synthetic
-ABIDE-I larger (about 630 subjects) until every class of every task fills the folds, and
+ABIDE-I larger (about 650 subjects) until every class of every task fills the folds, and
 prints so.
 
 Environment variables (all optional):
