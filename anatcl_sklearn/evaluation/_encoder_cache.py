@@ -30,6 +30,9 @@ __all__ = ["data_key", "embed_cached", "encoder_key", "fit_or_load"]
 # Parameters that do not change the weights a fit produces.
 _NOT_IN_KEY = ("verbose", "callbacks", "checkpoint_dir", "num_workers")
 _HISTORY = "history.json"
+# Parameters a loaded encoder keeps from the one that was trained.
+_INFERENCE = ("output", "batch_size", "device", "num_workers", "conform", "precision",
+              "channels_last")
 
 
 def _data_identity(X):
@@ -128,8 +131,10 @@ def fit_or_load(embedder, X, *, age=None, anatomy=None, cache=None):
     if (folder / "config.json").is_file() and (folder / _HISTORY).is_file():
         from ..embedder import AnatCLEmbedder
 
-        loaded = AnatCLEmbedder(pretrained=os.fspath(folder), device=embedder.device,
-                                verbose=0)
+        # how the trained embedder embeds (its output, batch size, device...), not how it trained
+        params = embedder.get_params(deep=False)
+        loaded = AnatCLEmbedder(pretrained=os.fspath(folder), verbose=0,
+                                **{k: params[k] for k in _INFERENCE if k in params})
         loaded.fit(X[:1])  # a frozen encoder: fit only loads the weights
         history = json.loads((folder / _HISTORY).read_text(encoding="utf-8"))["train_loss"]
         return Bunch(embedder=loaded, history=history, loaded=True, folder=folder)
