@@ -76,8 +76,10 @@ Environment variables (all optional):
 """
 
 # %%
-# Settings
-# --------
+# Real data (optional)
+# --------------------
+# Everything this example reads from the environment (``ANATCL_*``, listed above) is read
+# here; without it, it runs on synthetic data.
 import os
 import time
 from pathlib import Path

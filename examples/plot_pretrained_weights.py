@@ -46,8 +46,10 @@ Environment variables (all optional):
 """
 
 # %%
-# Settings
-# --------
+# Real data (optional)
+# --------------------
+# Everything this example reads from the environment (``ANATCL_*``, listed above) is read
+# here; without it, it runs on synthetic data.
 import argparse
 import os
 import time
@@ -68,6 +70,7 @@ from anatcl_sklearn.models import OFFICIAL_WEIGHTS
 
 FAST = os.environ.get("ANATCL_EXAMPLES_FAST", "0") not in ("", "0")
 WEIGHTS = os.environ.get("ANATCL_WEIGHTS") or None
+CONFORM = bool(os.environ.get("ANATCL_NIFTI_DIR") and WEIGHTS)  # your maps onto the weights' grid
 NIFTI_DIR = os.environ.get("ANATCL_NIFTI_DIR") or None
 if not (NIFTI_DIR or WEIGHTS):
     # Synthetic brains use a small grid on purpose; the warning is for released weights.
@@ -146,7 +149,7 @@ if WEIGHTS is None:
 # conformed to the weights' grid as they are read (``conform=True``: CAT12 >= 12.8 writes
 # 113x137x113 by default); the synthetic folder is already on its checkpoint's grid.
 embedder = AnatCLEmbedder(pretrained=WEIGHTS, fold=FOLD,
-                          conform=bool(NIFTI_DIR and os.environ.get("ANATCL_WEIGHTS"))).fit(paths)
+                          conform=CONFORM).fit(paths)
 cache = OUTPUT / "embedding-cache"
 start = time.perf_counter()
 Z = embed(embedder, paths, memory=cache)
