@@ -136,7 +136,13 @@ def _pretrained_weights(namespace):
     assert np.isfinite(age).sum() >= max(10, 2 * 3)
 
 
-OTHER_EXAMPLES = {"plot_grid_search": _grid_search, "plot_pretrained_weights": _pretrained_weights}
+def _quickstart(namespace):
+    # Its probe of age is cross-validated with cv=5 on the held-out subjects.
+    assert len(namespace["test"].age) >= 2 * 5
+
+
+OTHER_EXAMPLES = {"plot_grid_search": _grid_search, "plot_pretrained_weights": _pretrained_weights,
+                  "plot_quickstart": _quickstart}
 
 
 @pytest.mark.parametrize("example", sorted(OTHER_EXAMPLES))
