@@ -116,7 +116,7 @@ ROWS = run.methods
 # -------
 for result in run.results[ROWS[0]]:
     if result.class_counts:
-        counts = ", ".join(f"{k}: {v}" for k, v in result.class_counts.items())
+        counts = ", ".join(f"{k:g}: {v}" for k, v in result.class_counts.items())
         print(f"{result.task.label}: subjects per class {counts}")
     else:
         print(f"{result.task.label}: {result.n_samples} subjects")
