@@ -33,8 +33,10 @@ comparable.
 """
 
 # %%
-# Settings
-# --------
+# Real data (optional)
+# --------------------
+# Everything this example reads from the environment (``ANATCL_*``, listed above) is read
+# here; without it, it runs on synthetic data.
 import os
 import re
 from pathlib import Path
@@ -170,5 +172,5 @@ save_results_csv(results, OUTPUT / "abide_tasks_folds.csv", rows=measure_rows,
 fig = plot_results(results, rows=measure_rows, columns=ABIDE_TASKS,
                    title=f"ABIDE-I tasks from Desikan anatomy ({LABEL})")
 fig.savefig(OUTPUT / "abide_tasks.png", dpi=100)
-print(f"Figures and tables written to {OUTPUT}")
+print(f"Figures and tables written to {OUTPUT.name}/ in the examples' output folder.")
 plt.show()

@@ -76,8 +76,10 @@ Environment variables (all optional):
 """
 
 # %%
-# Settings
-# --------
+# Real data (optional)
+# --------------------
+# Everything this example reads from the environment (``ANATCL_*``, listed above) is read
+# here; without it, it runs on synthetic data.
 import os
 import time
 from pathlib import Path
@@ -287,7 +289,7 @@ if WEIGHTS is None:
     WEIGHTS = OUTPUT / "random-encoder_NOT-the-released-weights.pth"
     torch.save(checkpoint, WEIGHTS)
     WEIGHTS_LABEL = "a RANDOM encoder, not the released weights"
-    print(f"Saved a random encoder (not the released weights): {WEIGHTS}")
+    print(f"Saved a random encoder (not the released weights): {WEIGHTS.name}")
 else:
     WEIGHTS_LABEL = f"weights {WEIGHTS}"
 LABEL = f"SYNTHETIC brains, {WEIGHTS_LABEL}"
@@ -420,7 +422,8 @@ if NIFTI_DIR:
     own.insert(0, "image", labels)
     own.to_csv(OUTPUT / "embeddings.csv", index=False)
     print(f"{len(labels)} embeddings of your images ({WEIGHTS_LABEL}) written to "
-          f"{OUTPUT / 'embeddings.csv'}")
+          f"{OUTPUT.name}/embeddings.csv")
 
-print(f"Figures and tables written to {OUTPUT} ({time.perf_counter() - start_all:.0f} s)")
+print(f"Figures and tables written to {OUTPUT.name}/ in the examples' output folder "
+      f"({time.perf_counter() - start_all:.0f} s)")
 plt.show()

@@ -29,8 +29,10 @@ Environment variables (all optional):
 """
 
 # %%
-# Settings
-# --------
+# Real data (optional)
+# --------------------
+# Everything this example reads from the environment (``ANATCL_*``, listed above) is read
+# here; without it, it runs on synthetic data.
 import os
 from pathlib import Path
 
@@ -54,16 +56,17 @@ OUTPUT.mkdir(parents=True, exist_ok=True)
 if OPENBHB_DIR:
     LABEL = "OpenBHB"
     data = load_openbhb(OPENBHB_DIR, split="train")
-    n = min(int(os.environ.get("ANATCL_GRID_SUBJECTS", 512)), len(data.age))
+    n = min(int(os.environ.get("ANATCL_GRID_SUBJECTS", "512")), len(data.age))
     X, age, anatomy = data.images[:n], data.age[:n], data.anatomy[:n]
-    TRAINING = dict(batch_size=32, lr=1e-4, max_epochs=int(os.environ.get("ANATCL_EPOCHS", 50)))
+    TRAINING = {"batch_size": 32, "lr": 1e-4,
+                "max_epochs": int(os.environ.get("ANATCL_EPOCHS", "50"))}
     GRID = {"sigma": [1.0, 2.0, 4.0], "lambda_age": [0.5, 1.0], "lambda_anat": [0.0, 0.5, 1.0]}
     CV = 3
 else:
     LABEL = "SYNTHETIC brains"
     data = make_synthetic_brains(40 if FAST else 72, shape=(24, 28, 24), random_state=0)
     X, age, anatomy = data.images, data.age, data.anatomy
-    TRAINING = dict(batch_size=16, lr=1e-3, max_epochs=2 if FAST else 4)
+    TRAINING = {"batch_size": 16, "lr": 1e-3, "max_epochs": 2 if FAST else 4}
     GRID = {"sigma": [1.0, 4.0], "lambda_age": [1.0] if FAST else [0.5, 1.0],
             "lambda_anat": [0.0, 1.0]}
     CV = 2 if FAST else 3
@@ -127,5 +130,5 @@ for ax, lam in zip(axes[0], GRID["lambda_age"]):
 fig.colorbar(image, ax=axes[0].tolist(), label="age MAE (years)")
 fig.suptitle(f"GridSearchCV over AnatCL's sigma and lambdas\n({LABEL})", fontsize=10)
 fig.savefig(OUTPUT / "grid_search.png", dpi=100)
-print(f"Figures and tables written to {OUTPUT}")
+print(f"Figures and tables written to {OUTPUT.name}/ in the examples' output folder.")
 plt.show()

@@ -46,8 +46,10 @@ Environment variables (all optional):
 """
 
 # %%
-# Settings
-# --------
+# Real data (optional)
+# --------------------
+# Everything this example reads from the environment (``ANATCL_*``, listed above) is read
+# here; without it, it runs on synthetic data.
 import argparse
 import os
 import time
@@ -68,11 +70,12 @@ from anatcl_sklearn.models import OFFICIAL_WEIGHTS
 
 FAST = os.environ.get("ANATCL_EXAMPLES_FAST", "0") not in ("", "0")
 WEIGHTS = os.environ.get("ANATCL_WEIGHTS") or None
+CONFORM = bool(os.environ.get("ANATCL_NIFTI_DIR") and WEIGHTS)  # your maps onto the weights' grid
 NIFTI_DIR = os.environ.get("ANATCL_NIFTI_DIR") or None
 if not (NIFTI_DIR or WEIGHTS):
     # Synthetic brains use a small grid on purpose; the warning is for released weights.
     warnings.filterwarnings("ignore", category=GridWarning)
-FOLD = int(os.environ.get("ANATCL_FOLD", 0))
+FOLD = int(os.environ.get("ANATCL_FOLD", "0"))
 here = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
 OUTPUT = Path(os.environ.get("ANATCL_EXAMPLES_OUTPUT") or here / "output")
 OUTPUT = OUTPUT / "plot_pretrained_weights"
@@ -111,7 +114,7 @@ else:
     cohort = load_cohort(folder)
     paths, participants = cohort.images, cohort.participants
     LABEL = "SYNTHETIC brains and weights, not the released model"
-print(f"{len(paths)} images, e.g. {paths[0]}")
+print(f"{len(paths)} images, e.g. {Path(paths[0]).name}")
 
 # %%
 # Weights in the released format
@@ -136,7 +139,7 @@ if WEIGHTS is None:
         },
         WEIGHTS,
     )
-    print(f"Saved a checkpoint in the released format: {WEIGHTS}")
+    print(f"Saved a checkpoint in the released format: {Path(WEIGHTS).name}")
 
 # %%
 # Embed the folder
@@ -146,7 +149,7 @@ if WEIGHTS is None:
 # conformed to the weights' grid as they are read (``conform=True``: CAT12 >= 12.8 writes
 # 113x137x113 by default); the synthetic folder is already on its checkpoint's grid.
 embedder = AnatCLEmbedder(pretrained=WEIGHTS, fold=FOLD,
-                          conform=bool(NIFTI_DIR and os.environ.get("ANATCL_WEIGHTS"))).fit(paths)
+                          conform=CONFORM).fit(paths)
 cache = OUTPUT / "embedding-cache"
 start = time.perf_counter()
 Z = embed(embedder, paths, memory=cache)
@@ -188,5 +191,5 @@ else:
 fig.suptitle(f"AnatCL embeddings of a NIfTI folder ({LABEL})", fontsize=10)
 fig.tight_layout()
 fig.savefig(OUTPUT / "embeddings_age.png", dpi=100)
-print(f"Figures and tables written to {OUTPUT}")
+print(f"Figures and tables written to {OUTPUT.name}/ in the examples' output folder.")
 plt.show()

@@ -2,10 +2,13 @@
 
 The examples run as scripts in subprocesses (as a user runs them), two at a time with one
 thread each, with ``ANATCL_EXAMPLES_FAST=1`` and their output in a temporary folder; no
-example downloads anything in that mode.
+example downloads anything in that mode. These tests take minutes: they are marked slow.
+A second example loads the encoders a first one pretrained from the gallery's encoder
+cache, and trains again once the cache is deleted.
 """
 
 import os
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +27,7 @@ FAST_ROWS = ["SimCLR", "y-Aware", "AnatCL-G3"]
 
 # Files each example must write into <output>/<example>/.
 OUTPUTS = {
+    "plot_quickstart": [],
     "plot_pretraining_openbhb": ["table2.csv", "table2_folds.csv", "table2.png",
                                  "learning_curves.png", "embeddings_age.png"],
     "plot_alzheimer": ["table3.csv", "table3_folds.csv", "table3.png", "adni_embeddings.png"],
@@ -48,12 +52,12 @@ def test_every_example_is_tested():
     assert (EXAMPLES / "README.rst").is_file()
 
 
-def _run(job, abide_dir, output):
+def _run(job, abide_dir, output, cache=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANATCL_")}
     env.update(
         ANATCL_EXAMPLES_FAST="1",
         ANATCL_EXAMPLES_OUTPUT=str(output),
-        ANATCL_SKLEARN_CACHE=str(output / "weights-cache"),
+        ANATCL_SKLEARN_CACHE=str(cache or output / "weights-cache"),
         MPLBACKEND="Agg",
         # Two examples run at once; one thread each avoids threads spinning against
         # each other (or against anything else on a small CI machine).
@@ -64,6 +68,7 @@ def _run(job, abide_dir, output):
     if abide_dir is not None:
         env["ANATCL_ABIDE_DIR"] = str(abide_dir)
     script = EXAMPLES / f"{job.split('[')[0]}.py"
+    output.mkdir(parents=True, exist_ok=True)
     try:
         return subprocess.run([sys.executable, str(script)], env=env, cwd=output,
                               capture_output=True, text=True, timeout=TIMEOUT_S)
@@ -93,6 +98,7 @@ def _check_run(runs, job):
     return proc.stdout, folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("table, example", [(2, "plot_pretraining_openbhb"),
                                             (3, "plot_alzheimer"),
                                             (4, "plot_psychiatry"),
@@ -115,6 +121,7 @@ def test_table_examples(runs, table, example):
     assert (tidy.loc[~balanced, "mean"] > 0).all() and np.isfinite(tidy["std"]).all()
 
 
+@pytest.mark.slow
 def test_anatomical_features_example(runs):
     stdout, folder = _check_run(runs, "plot_anatomical_features")
     table6 = pd.read_csv(folder / "table6.csv", index_col=0)
@@ -127,6 +134,7 @@ def test_anatomical_features_example(runs):
                                   "abide-handedness", "abide-fiq", "abide-viq", "abide-piq"}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not ABIDE_DIR.is_dir(), reason=f"real ABIDE-I tables absent ({ABIDE_DIR})")
 def test_anatomical_features_example_on_real_abide(runs):
     stdout, folder = _check_run(runs, "plot_anatomical_features[abide]")
@@ -142,6 +150,7 @@ def test_anatomical_features_example_on_real_abide(runs):
     assert (tasks["data"] == "ABIDE-I, FreeSurfer 6").all() and len(tasks) == 7
 
 
+@pytest.mark.slow
 def test_grid_search_example(runs):
     stdout, folder = _check_run(runs, "plot_grid_search")
     grid = pd.read_csv(folder / "grid_search.csv")
@@ -151,6 +160,7 @@ def test_grid_search_example(runs):
     assert "Best: sigma=" in stdout
 
 
+@pytest.mark.slow
 def test_pretrained_weights_example(runs):
     stdout, folder = _check_run(runs, "plot_pretrained_weights")
     assert len(list((folder / "nifti").glob("*.nii.gz"))) == 30
@@ -161,6 +171,7 @@ def test_pretrained_weights_example(runs):
     assert not (folder.parent / "weights-cache").exists()  # nothing was downloaded
 
 
+@pytest.mark.slow
 def test_from_your_pipeline_example(runs):
     stdout, folder = _check_run(runs, "plot_from_your_pipeline")
     assert "not the released weights" in stdout
@@ -179,3 +190,39 @@ def test_from_your_pipeline_example(runs):
     cli = pd.read_csv(folder / "cli_embeddings.csv")
     assert len(cli) == 4 and cli["image"].str.endswith(("#0", "#1")).sum() == 2
     assert "CLI against the embedder above" in stdout
+
+
+@pytest.mark.slow
+def test_quickstart_example(runs):
+    stdout, _ = _check_run(runs, "plot_quickstart")
+    mae = dict(line.split(": age MAE ") for line in stdout.splitlines() if "age MAE" in line)
+    assert set(mae) == {"linear probe", "mean age (chance)"}
+    # the synthetic brains age with their anatomy: the probe beats predicting the mean
+    assert float(mae["linear probe"].split()[0]) < float(mae["mean age (chance)"].split()[0])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("job", sorted(OUTPUTS))
+def test_printed_output_holds_no_build_paths(runs, job):
+    proc, folder = runs[job]
+    assert str(folder.parent) not in proc.stdout
+    assert "np.float64(" not in proc.stdout and "PosixPath(" not in proc.stdout
+
+
+@pytest.mark.slow
+def test_a_second_example_loads_the_encoders_a_first_pretrained(tmp_path):
+    cache = tmp_path / "cache"
+    rows = FAST_ROWS
+    first = _run("plot_pretraining_openbhb", None, tmp_path / "a", cache)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert all(f"{row}: pretrained" in first.stdout for row in rows)
+    encoders = sorted(p.name for p in (cache / "gallery-encoders").iterdir())
+    assert len(encoders) == len(rows)
+    second = _run("plot_alzheimer", None, tmp_path / "b", cache)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert all(f"{row}: loaded from the encoder cache" in second.stdout for row in rows)
+    shutil.rmtree(cache)  # deleted: the next run trains again
+    third = _run("plot_alzheimer", None, tmp_path / "c", cache)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert all(f"{row}: pretrained" in third.stdout for row in rows)
+    assert sorted(p.name for p in (cache / "gallery-encoders").iterdir()) == encoders

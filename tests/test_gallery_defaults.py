@@ -20,7 +20,8 @@ import sklearn.model_selection
 import anatcl_sklearn.evaluation as evaluation
 from anatcl_sklearn import AnatCLEmbedder
 from anatcl_sklearn.datasets import make_synthetic_brains
-from anatcl_sklearn.evaluation import PAPER_TABLES, TASKS, synthetic_cohort_size
+from anatcl_sklearn.evaluation import PAPER_TABLES, TASKS
+from anatcl_sklearn.evaluation._gallery import synthetic_cohort_size
 
 pytest.importorskip("matplotlib", reason="the examples draw figures with matplotlib")
 
@@ -46,7 +47,7 @@ def _run_until_training(example, monkeypatch, tmp_path):
     calls = {}
 
     def run_paper_table(table, *, cohorts, cv=5, **kwargs):
-        calls.update(table=table, cohorts=cohorts, cv=cv)
+        calls.update(table=table, cohorts=cohorts, cv=cv, **kwargs)
         raise _Stop
 
     def stop(*args, **kwargs):
@@ -92,12 +93,28 @@ TABLE_EXAMPLES = [("plot_pretraining_openbhb", 2), ("plot_alzheimer", 3), ("plot
 
 @pytest.mark.parametrize("example, table", TABLE_EXAMPLES)
 def test_paper_table_examples_fill_their_folds(example, table, monkeypatch, tmp_path):
-    _, call = _run_until_training(example, monkeypatch, tmp_path)
+    namespace, call = _run_until_training(example, monkeypatch, tmp_path)
+    if table == 2:  # pretrains its encoders on the page, then probes them with linear_probe
+        call = {"table": 2, "cv": namespace["CV"], "inner_cv": namespace["INNER_CV"],
+                "cohorts": {"openbhb": namespace["evaluation"]},
+                "encoder_cache": namespace["S"].cache}
     assert call["table"] == table and call["cv"] == 5  # the paper's folds, not the fast 3
+    # the synthetic default's lighter inner search, said on the page; encoders shared
+    assert call["inner_cv"] == 3 and "3 inner folds" in namespace["__doc__"]
+    assert call["encoder_cache"] == tmp_path / "weights-cache" / "gallery-encoders"
     cohorts = call["cohorts"]
     short = _shortfalls(PAPER_TABLES[table],
                         lambda task: cohorts[task.cohort].participants, call["cv"])
     assert not short, f"{example} (default mode): {short}"
+
+
+@pytest.mark.parametrize("example", ["plot_alzheimer", "plot_psychiatry", "plot_phenotypes"])
+def test_synthetic_cohorts_are_the_smallest_that_fill_the_folds(example, monkeypatch, tmp_path):
+    _, call = _run_until_training(example, monkeypatch, tmp_path)
+    for seed, (name, cohort) in enumerate(call["cohorts"].items(), start=2):
+        n = len(cohort.images)
+        assert n == synthetic_cohort_size(name, 60, cv=5, random_state=seed)
+        assert n < 700  # ABIDE-I's PDD-NOS needs about 630; the rest far fewer
 
 
 def test_anatomical_features_example_fills_its_folds(monkeypatch, tmp_path):
@@ -119,7 +136,13 @@ def _pretrained_weights(namespace):
     assert np.isfinite(age).sum() >= max(10, 2 * 3)
 
 
-OTHER_EXAMPLES = {"plot_grid_search": _grid_search, "plot_pretrained_weights": _pretrained_weights}
+def _quickstart(namespace):
+    # Its probe of age is cross-validated with cv=5 on the held-out subjects.
+    assert len(namespace["test"].age) >= 2 * 5
+
+
+OTHER_EXAMPLES = {"plot_grid_search": _grid_search, "plot_pretrained_weights": _pretrained_weights,
+                  "plot_quickstart": _quickstart}
 
 
 @pytest.mark.parametrize("example", sorted(OTHER_EXAMPLES))

@@ -165,7 +165,7 @@ def _check_task_size(task, labels, cv):
     cannot fill ``cv`` outer folds: fewer than two classes, a class with fewer than ``cv``
     subjects, or fewer than ``2 * cv`` labelled subjects for regression. ``labels`` is
     ``task.labels(participants)`` (NaN: left out). :func:`linear_probe` checks this before
-    probing; :func:`run_paper_table` and :func:`load_example_data` before any training."""
+    probing; :func:`run_paper_table` and the gallery's data loader before any training."""
     target = labels[labels.notna().to_numpy()].to_numpy()
     if task.kind != "classification":
         target = target.astype(np.float64)
@@ -313,7 +313,7 @@ def linear_probe(embeddings_or_transformer, X=None, y=None, task=None, *, cv=5, 
     return ProbeResult(
         task=task,
         scores=np.asarray(scores, dtype=np.float64),
-        n_samples=int(len(target)),
+        n_samples=len(target),
         n_features=int(Z.shape[1]),
         name=name,
         best_params=tuple(best),

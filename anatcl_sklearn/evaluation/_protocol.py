@@ -5,9 +5,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 
+import numpy as np
 from sklearn.base import clone
 from sklearn.utils import Bunch
 
+from ._encoder_cache import embed_cached, fit_or_load
 from ._methods import PAPER_METHODS
 from ._probe import _check_folds, _check_task_size, embed, linear_probe
 from ._tasks import PAPER_TABLES, TASKS
@@ -59,7 +61,7 @@ def _make_embedder(name, estimator, training, random_state, checkpoint_dir, offi
 
 def run_paper_table(table, *, pretrain, cohorts, methods=None, training=None, cv=5, inner_cv=5,
                     random_state=0, checkpoint_dir=None, official_weights=False, fold=0,
-                    memory=None, verbose=False):
+                    memory=None, encoder_cache=None, verbose=False):
     """Rerun one of the paper's Tables 2-5: pretrain each method, embed, probe every task.
 
     Each method is pretrained once on ``pretrain`` (or loads released weights), then frozen;
@@ -101,6 +103,10 @@ def run_paper_table(table, *, pretrain, cohorts, methods=None, training=None, cv
         Which released fold to load with ``official_weights``.
     memory : str, os.PathLike, joblib.Memory or None, default=None
         Cache of the embeddings (see :func:`embed`).
+    encoder_cache : str, os.PathLike or None, default=None
+        Folder of pretrained encoders keyed by content: a method already pretrained there
+        with the same parameters on the same data is loaded instead of trained again, and
+        each cohort's embeddings are kept beside it. Delete the folder to train again.
     verbose : bool, default=False
         Print a line per method once it is pretrained and has embedded the cohorts.
 
@@ -110,7 +116,8 @@ def run_paper_table(table, *, pretrain, cohorts, methods=None, training=None, cv
         ``results``: ``{method: [ProbeResult, ...]}`` in the order of the table's tasks,
         ready for :func:`results_table`; ``embeddings``: ``{method: {cohort: ndarray}}``;
         ``histories``: ``{method: training losses per epoch}`` of the methods that were
-        trained; ``fit_times``: ``{method: seconds}`` to pretrain and embed; ``methods``
+        trained (or loaded from ``encoder_cache``); ``loaded``: the methods loaded from
+        ``encoder_cache``; ``fit_times``: ``{method: seconds}`` to pretrain and embed; ``methods``
         and ``tasks``: the row and column order.
 
     Raises
@@ -147,21 +154,28 @@ def run_paper_table(table, *, pretrain, cohorts, methods=None, training=None, cv
         raise ValueError(f"pretrain is None but {trains} need pretraining; give pretraining "
                          f"data or official_weights=True for the released rows only.")
 
-    embeddings, histories, fit_times = {}, {}, {}
-    for name, embedder in embedders.items():
+    embeddings, histories, fit_times, loaded = {}, {}, {}, []
+    for name, embedder in list(embedders.items()):
         start = time.perf_counter()
         if name in trains:
-            embedder.fit(pretrain.images, age=pretrain.age, anatomy=pretrain.anatomy)
+            fitted = fit_or_load(embedder, pretrain.images, age=pretrain.age,
+                                 anatomy=pretrain.anatomy, cache=encoder_cache)
         else:  # released weights: fit only loads them
-            embedder.fit(next(iter(cohorts.values())).images[:2])
-        embeddings[name] = {c: embed(embedder, cohort.images, memory=memory)
-                            for c, cohort in cohorts.items()}
+            fitted = fit_or_load(embedder, next(iter(cohorts.values())).images[:2])
+        embedders[name] = embedder = fitted.embedder
+        if fitted.loaded:
+            loaded.append(name)
+        embeddings[name] = {
+            c: (embed_cached(embedder, cohort.images, folder=fitted.folder)
+                if fitted.folder is not None and memory is None
+                else embed(embedder, cohort.images, memory=memory))
+            for c, cohort in cohorts.items()}
         fit_times[name] = time.perf_counter() - start
-        history = getattr(embedder, "history_", None)
-        if history is not None and len(history):
-            histories[name] = history[:, "train_loss"]
+        if fitted.history:
+            histories[name] = np.asarray(fitted.history)
         if verbose:
-            print(f"{name}: pretrained and embedded {', '.join(cohorts)} in "
+            how = "loaded from the encoder cache" if fitted.loaded else "pretrained"
+            print(f"{name}: {how}, embedded {', '.join(cohorts)} in "
                   f"{fit_times[name]:.1f} s", flush=True)
 
     results = {
@@ -172,7 +186,8 @@ def run_paper_table(table, *, pretrain, cohorts, methods=None, training=None, cv
         for name in embedders
     }
     return Bunch(results=results, embeddings=embeddings, histories=histories,
-                 fit_times=fit_times, methods=list(embedders), tasks=list(tasks))
+                 fit_times=fit_times, loaded=loaded, methods=list(embedders),
+                 tasks=list(tasks))
 
 
 def report_paper_table(results, table, output, *, rows=None, header=None, title=None,

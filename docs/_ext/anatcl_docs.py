@@ -455,8 +455,9 @@ def setup(app):
     return {"parallel_read_safe": True, "parallel_write_safe": True}
 
 
-# The gallery in the paper's order: Tables 2-6, then the how-tos.
+# The gallery: the quick start, then the paper's order (Tables 2-6), then the how-tos.
 GALLERY_ORDER = (
+    "plot_quickstart",
     "plot_pretraining_openbhb",
     "plot_alzheimer",
     "plot_psychiatry",

@@ -1,4 +1,8 @@
-"""Run settings of the paper-table examples, read from ``ANATCL_*`` environment variables."""
+"""The gallery's plumbing: settings read from ``ANATCL_*`` environment variables, and data.
+
+Private: the examples import it by this path (``anatcl_sklearn.evaluation._gallery``); it is
+not part of the public :mod:`anatcl_sklearn.evaluation` API and may change without notice.
+"""
 
 import os
 from pathlib import Path
@@ -8,7 +12,8 @@ from sklearn.utils import Bunch
 from ._methods import PAPER_METHODS
 from ._protocol import RELEASED_METHODS
 
-__all__ = ["FAST_METHODS", "load_example_data", "settings_from_env", "synthetic_cohort_size"]
+__all__ = ["FAST_METHODS", "cache_description", "load_example_data", "settings_from_env",
+           "synthetic_cohort_size"]
 
 #: The rows of a fast run: one self-supervised, one age-supervised and one anatomical method.
 FAST_METHODS = ("SimCLR", "y-Aware", "AnatCL-G3")
@@ -36,8 +41,10 @@ def settings_from_env(example, *, default_output, environ=None):
         ``training`` (:class:`~anatcl_sklearn.AnatCLEmbedder` parameters: the paper's on
         OpenBHB, ``ANATCL_EPOCHS`` default 300; a short synthetic run otherwise, default 2
         epochs when fast, 8 otherwise), ``cv`` and ``inner_cv`` (3 when fast, else 5),
-        ``n_pretrain`` (synthetic pretraining subjects: 32 when fast, else 96) and
-        ``methods`` (the rows to run: the released AnatCL rows when official weights are
+        ``n_pretrain`` (synthetic pretraining subjects: 32 when fast, else 96),
+        ``cache`` (the encoder cache shared by the examples:
+        ``$ANATCL_SKLEARN_CACHE/gallery-encoders`` when that variable is set, else
+        ``encoder-cache`` in the examples' output folder) and ``methods`` (the rows to run: the released AnatCL rows when official weights are
         asked for without OpenBHB, :data:`FAST_METHODS` when fast, else every
         :data:`PAPER_METHODS` row).
 
@@ -77,12 +84,23 @@ def settings_from_env(example, *, default_output, environ=None):
         methods = list(FAST_METHODS)
     else:
         methods = list(PAPER_METHODS)
-    output = Path(env.get("ANATCL_EXAMPLES_OUTPUT") or default_output) / example
+    root = Path(env.get("ANATCL_EXAMPLES_OUTPUT") or default_output)
+    output = root / example
     output.mkdir(parents=True, exist_ok=True)
+    cache = (Path(env["ANATCL_SKLEARN_CACHE"]) / "gallery-encoders"
+             if env.get("ANATCL_SKLEARN_CACHE") else root / "encoder-cache")
     return Bunch(fast=fast, openbhb_dir=openbhb_dir, official=official,
                  fold=values["ANATCL_FOLD"], checkpoint_dir=env.get("ANATCL_CHECKPOINT_DIR"),
-                 output=output, training=training, cv=3 if fast else 5,
+                 output=output, cache=cache, training=training, cv=3 if fast else 5,
                  inner_cv=3 if fast else 5, n_pretrain=32 if fast else 96, methods=methods)
+
+
+def cache_description(settings):
+    """Where the encoder cache is, in words rather than as an absolute path."""
+    cache = Path(settings.cache)
+    if cache.name == "gallery-encoders":
+        return "the gallery-encoders folder of $ANATCL_SKLEARN_CACHE"
+    return f"the {cache.name} folder beside the examples' output"
 
 
 def load_example_data(settings, cohort_dirs, *, n_subjects, shape=(24, 28, 24), cv=None,
@@ -198,7 +216,7 @@ def synthetic_cohort_size(cohort, n_subjects, *, cv=5, random_state=None):
 
     Examples
     --------
-    >>> from anatcl_sklearn.evaluation import synthetic_cohort_size
+    >>> from anatcl_sklearn.evaluation._gallery import synthetic_cohort_size
     >>> synthetic_cohort_size("adni", 300, cv=5, random_state=2)
     300
     >>> synthetic_cohort_size("abide", 300, cv=5, random_state=3)  # PDD-NOS is 0.7 %
