@@ -71,8 +71,9 @@ def build_parser(prog="anatcl-sklearn train"):
                       help="resample every image to OpenBHB's grid through its affine")
 
     loss = p.add_argument_group("objective")
-    loss.add_argument("--method", default="anatcl",
-                      choices=choices("method"))
+    loss.add_argument("--method", default="anatcl", choices=choices("method"),
+                      help="pretraining objective (default anatcl; the others are the paper's "
+                           "baselines)")
     loss.add_argument("--descriptor", default="global", choices=choices("descriptor"),
                       help="AnatCL's anatomy term: global or local (per-region) similarity "
                            "(default global)")
