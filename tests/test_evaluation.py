@@ -20,14 +20,14 @@ from anatcl_sklearn.evaluation import (
     get_task,
     linear_probe,
     load_cohort,
-    load_example_data,
     make_probe,
     report_paper_table,
     results_table,
     run_paper_table,
     save_results_csv,
-    settings_from_env,
 )
+
+from anatcl_sklearn.evaluation._gallery import load_example_data, settings_from_env  # noqa: E402
 
 ABIDE_PHENOTYPES = "abide-freesurfer6/Phenotypic_V1_0b_preprocessed1.csv"
 

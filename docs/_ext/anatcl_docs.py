@@ -37,6 +37,7 @@ SUBPACKAGES = (
     "anatcl_sklearn.datasets",
     "anatcl_sklearn.evaluation",
     "anatcl_sklearn.distributed",
+    "anatcl_sklearn.exceptions",
 )
 PUBLIC_MODULES = ("anatcl_sklearn", *SUBPACKAGES)
 
