@@ -84,9 +84,17 @@ def documented_names():
 
 
 def _all_modules():
-    """Every imported module of the package, public and private, by name."""
-    return {name: module for name, module in list(sys.modules.items())
-            if name == "anatcl_sklearn" or name.startswith("anatcl_sklearn.")}
+    """Every module of the package, public and private, by name (each imported, so the answer
+    does not depend on what happened to be imported before; ``__main__`` modules excluded)."""
+    import pkgutil
+
+    import anatcl_sklearn
+
+    modules = {"anatcl_sklearn": anatcl_sklearn}
+    for info in pkgutil.walk_packages(anatcl_sklearn.__path__, "anatcl_sklearn."):
+        if not info.name.endswith("__main__"):
+            modules[info.name] = importlib.import_module(info.name)
+    return modules
 
 
 def backreference_names(full_name):
