@@ -24,7 +24,9 @@ from anatcl_sklearn.models import (
     convert_checkpoint,
     load_model_dir,
     resolve_pretrained,
+    save_model_dir,
 )
+from anatcl_sklearn.models._digest import file_sha256, write_digest
 
 
 @pytest.fixture(scope="module")
@@ -266,6 +268,34 @@ def test_official_weights_are_converted_once_then_read_from_safetensors(tmp_path
     third = resolve_pretrained("anatcl-global", fold=1)
     with torch.no_grad():
         torch.testing.assert_close(third.encode(x), model.encode(x), rtol=0, atol=0)
+
+
+@pytest.mark.usefixtures("narrow_resnet")
+def test_official_conversion_is_tied_to_the_verified_download(tmp_path, monkeypatch):
+    torch.manual_seed(3)
+    first_model, second_model = AnatCLModel().eval(), AnatCLModel().eval()
+    first = _released_checkpoint(tmp_path / "first.pth", first_model)
+    second = _released_checkpoint(tmp_path / "second.pth", second_model)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ANATCL_SKLEARN_CACHE", str(cache))
+    monkeypatch.setenv("ANATCL_SKLEARN_WEIGHTS_URL", first.as_uri())
+    x = torch.randn(1, 1, 16, 20, 16)
+    resolve_pretrained("anatcl-global", fold=0)
+    folder = cache / "anatcl-global_fold0"
+    recorded = json.loads((folder / "config.json").read_text())["training"]["source_sha256"]
+    assert recorded == file_sha256(cache / "anatcl-global_fold0.pth")
+    # the cached .pth replaced by another verified file: converted again from it
+    (cache / "anatcl-global_fold0.pth").write_bytes(second.read_bytes())
+    write_digest(cache / "anatcl-global_fold0.pth")
+    loaded = resolve_pretrained("anatcl-global", fold=0)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode(x), second_model.encode(x), rtol=0, atol=0)
+    # a saved model planted in the folder is not used
+    save_model_dir(folder, first_model, {"training": {}}, "planted")
+    loaded = resolve_pretrained("anatcl-global", fold=0)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode(x), second_model.encode(x), rtol=0, atol=0)
+    assert (folder / "README.md").read_text() != "planted"
 
 
 # -- the Hub ---------------------------------------------------------------------------------

@@ -15,10 +15,12 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
+import zlib
 
 from ..exceptions import FetchFailed
 
-__all__ = ["FetchFailed", "fetch_with_retries"]
+__all__ = ["FetchFailed", "archive_damage", "fetch_with_retries"]
 
 _TIMEOUT_S = 60
 _CHUNK_BYTES = 1 << 20
@@ -146,3 +148,27 @@ class _Progress:
             size += f" / {total / 1e6:.1f} MB ({100 * done / total:.0f}%)"
         sys.stderr.write(f"\rDownloading AnatCL weights {self.label}: {size}")
         sys.stderr.flush()
+
+
+def archive_damage(path):
+    """Why a downloaded torch zip archive is damaged (truncated, a bad CRC), or None.
+
+    ``torch.save`` writes a zip archive (the released weights are one): its central
+    directory and every member's CRC-32 are checked, so a damaged download is refused
+    before it enters the cache, even when the registry lists no digest. Files in another
+    format are not judged here.
+    """
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"PK\x03\x04":
+            return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError,
+            NotImplementedError, zlib.error) as exc:
+        return f"not a complete zip archive: {exc}"
+    except OSError as exc:
+        return f"unreadable zip archive: {exc}"
+    if bad is not None:
+        return f"member {bad!r} fails its CRC check"
+    return None
