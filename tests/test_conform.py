@@ -86,8 +86,9 @@ def test_las_and_ras_copies_conform_to_the_same_volume(bb12):
     np.testing.assert_array_equal(conform_image(las).dataobj, conform_image(ras).dataobj)
     # through interpolation too (2 mm -> 1.5 mm): same values up to float rounding
     two_mm = CAT12_BB12_AFFINE @ np.diag([4 / 3, 4 / 3, 4 / 3, 1])
-    a = conform_image(nib.Nifti1Image(bb12, two_mm))
-    b = conform_image(nib.Nifti1Image(*_ras_copy(bb12, two_mm)))
+    part = np.ascontiguousarray(bb12[:80, :100, :80])  # 2 mm voxels: the part inside the grid
+    a = conform_image(nib.Nifti1Image(part, two_mm))
+    b = conform_image(nib.Nifti1Image(*_ras_copy(part, two_mm)))
     np.testing.assert_allclose(a.dataobj, b.dataobj, atol=1e-6)
 
 
@@ -126,11 +127,24 @@ def test_fortran_ordered_input_gives_the_same_volume_as_c_ordered():
     assert f.flags.c_contiguous
 
 
-def test_target_outside_the_field_of_view_is_zero():
+def test_an_image_outside_or_half_outside_the_target_grid_is_refused_by_name(tmp_path):
     data = np.ones((10, 10, 10), np.float32)
     far = np.eye(4)
-    far[:3, 3] = 1000
-    assert not np.asanyarray(conform_image(nib.Nifti1Image(data, far), (5, 5, 5), np.eye(4)).dataobj).any()
+    far[:3, 3] = 1000  # a native-space scan, a wrong origin: would conform to zeros
+    path = tmp_path / "native.nii.gz"
+    nib.save(nib.Nifti1Image(data, far), path)
+    with pytest.raises(ValueError, match=r"native\.nii\.gz.*only 0\.0% of its non-zero.*75%"):
+        conform_image(path, (10, 10, 10), np.eye(4))
+    half = np.eye(4)
+    half[0, 3] = 5  # half of it beyond the grid's edge: would be cut silently
+    with pytest.raises(ValueError, match="only 50.0%"):
+        conform_image(nib.Nifti1Image(data, half), (10, 10, 10), np.eye(4))
+    with pytest.raises(ValueError, match=r"native\.nii\.gz.*only 0\.0%"):
+        check_images([path], conform=((10, 10, 10), np.eye(4))).load(0)
+    inside = np.eye(4)
+    inside[0, 3] = 1  # 90% inside: accepted, the outer slice cut
+    out = np.asanyarray(conform_image(nib.Nifti1Image(data, inside), (10, 10, 10), np.eye(4)).dataobj)
+    assert out[1:].all() and not out[0].any()
 
 
 def test_conform_image_refuses_arrays_4d_images_and_bad_arguments(bb12):

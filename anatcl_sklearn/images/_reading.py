@@ -15,7 +15,7 @@ from typing import NamedTuple
 import nibabel as nib
 import numpy as np
 
-from ._conform import _VolumeProxy, conform_data
+from ._conform import _VolumeProxy, check_coverage, conform_data
 from ._files import ImageReadError, gz_file_of, load_nifti
 from ._identity import array_identity, item_identity
 
@@ -382,10 +382,10 @@ class _ItemImages(ImageCollection):
                 if raw.dtype.kind == "f" and not np.isfinite(raw).all():
                     # interpolation would smear NaN over neighbours: report it as it is
                     return np.full(self.shape, np.nan, dtype=np.float32)
+                check_coverage(raw, item.affine, self.shape, self.affine, f"{self._name}: {source}")
                 return conform_data(raw, item.affine, self.shape, self.affine, self._order)
             if item.kind == "nifti":
-                # Freshly read, usually Fortran-ordered: one copy makes it C-contiguous.
-                return np.ascontiguousarray(raw, dtype=np.float32)
+                return np.ascontiguousarray(raw, dtype=np.float32)  # usually Fortran-ordered
             # A memory map of the .npy, or the user's image data: always copy.
             return np.array(raw, dtype=np.float32, order="C")
 
