@@ -372,3 +372,42 @@ def test_images_module_layout_one_idea_per_module():
         assert len(p.read_text().splitlines()) <= 420, p.name  # "one idea per module, ~<= 400 lines"
     assert not (folder.parent / "_images.py").exists()
     assert os.path.basename(check_images.__module__) == "anatcl_sklearn.images._checking"
+
+
+@pytest.mark.parametrize("bad, says", [(np.nan, "non-finite"), (np.inf, "non-finite"),
+                                       (0.0, "singular")])
+def test_a_broken_affine_is_refused_by_name_everywhere(tmp_path, bad, says):
+    from anatcl_sklearn.images._files import affine_of
+
+    data = np.ones((10, 10, 10), np.float32)
+    broken = np.eye(4)
+    broken[0, 0] = bad
+    img = nib.Nifti1Image(data, np.eye(4))
+    img._affine = broken  # what a damaged header yields once read
+    with pytest.raises(ValueError, match=f"img \\(in memory\\).*{says}"):
+        conform_image(img, (10, 10, 10), np.eye(4))
+    with pytest.raises(ValueError, match=rf"X\[0\] <image #0>.*{says}"):
+        check_images([img], conform=True)
+    with pytest.raises(ValueError, match=rf"X\[0\] <image #0>.*{says}"):
+        check_images([img])  # not taken as already on the grid
+    with pytest.raises(ValueError, match=rf"'scan\.nii'.*{says}"):
+        affine_of(img, "'scan.nii'")
+
+
+def test_a_file_without_orientation_codes_warns_by_name(tmp_path):
+    from anatcl_sklearn.exceptions import GridWarning
+
+    img = nib.Nifti1Image(np.ones((10, 10, 10), np.float32), np.eye(4))
+    img.set_sform(None, code=0)
+    img.set_qform(None, code=0)
+    path = tmp_path / "uncoded.nii"
+    nib.save(img, path)
+    with pytest.warns(GridWarning, match=r"uncoded\.nii.*no orientation codes"):
+        check_images([path], warn_grid=False)
+    coded = tmp_path / "coded.nii"
+    nib.save(nib.Nifti1Image(np.ones((10, 10, 10), np.float32), np.eye(4)), coded)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GridWarning)
+        check_images([coded], warn_grid=False)

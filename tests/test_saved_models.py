@@ -22,6 +22,7 @@ from anatcl_sklearn.models import (
     _hub,
     _saved,
     convert_checkpoint,
+    load_checkpoint,
     load_model_dir,
     resolve_pretrained,
     save_model_dir,
@@ -296,6 +297,22 @@ def test_official_conversion_is_tied_to_the_verified_download(tmp_path, monkeypa
     with torch.no_grad():
         torch.testing.assert_close(loaded.encode(x), second_model.encode(x), rtol=0, atol=0)
     assert (folder / "README.md").read_text() != "planted"
+
+
+@pytest.mark.usefixtures("narrow_resnet")
+@pytest.mark.parametrize("bad", [float("nan"), 0.0])
+def test_a_checkpoint_with_a_broken_recorded_affine_is_refused_by_convert(tmp_path, capsys, bad):
+    affine = np.eye(4).tolist()
+    affine[0][0] = bad
+    opts = argparse.Namespace(method="anatcl", input_shape=[24, 28, 24], input_affine=affine)
+    ckpt = tmp_path / "grid.pth"
+    torch.save({"opts": opts, "model": AnatCLModel().state_dict()}, ckpt)
+    with pytest.raises(ValueError, match=r"input_affine recorded in checkpoint file '.*grid\.pth'"):
+        load_checkpoint(ckpt)
+    out = tmp_path / "converted"
+    assert cli(["convert", str(ckpt), str(out)]) == 2
+    assert "grid.pth" in capsys.readouterr().err
+    assert not out.exists()  # refused before anything is written
 
 
 # -- the Hub ---------------------------------------------------------------------------------

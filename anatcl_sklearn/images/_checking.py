@@ -330,7 +330,8 @@ def _read_item(element, i, name):
     """Header of one list element as an _Item, plus its voxel size (or None)."""
     if isinstance(element, SpatialImage):
         check_dtype(np.dtype(element.get_data_dtype()), f"{name}[{i}] <image #{i}>")
-        return (_Item("image", element, tuple(element.shape), affine_of(element)),
+        return (_Item("image", element, tuple(element.shape),
+                      affine_of(element, f"{name}[{i}] <image #{i}>")),
                 zooms_of(element))
     if isinstance(element, (np.ndarray, *_tensor_types())):
         raise TypeError(

@@ -19,6 +19,7 @@ import nibabel as nib
 import numpy as np
 from nibabel.spatialimages import SpatialImage
 
+from ._files import affine_of
 from ._grid import (
     MIN_COVERAGE,
     OPENBHB_AFFINE,
@@ -78,7 +79,8 @@ def conform_image(img, shape=OPENBHB_SHAPE, affine=OPENBHB_AFFINE, interpolation
     TypeError
         If ``img`` is an array or another type.
     ValueError
-        If ``img`` is 4-D with several volumes, has no affine, is damaged, lies mostly outside
+        If ``img`` is 4-D with several volumes, has no affine or an invalid one (non-finite,
+        singular), is damaged, lies mostly outside
         the target grid (see above), or an argument is invalid.
 
     Examples
@@ -97,11 +99,12 @@ def conform_image(img, shape=OPENBHB_SHAPE, affine=OPENBHB_AFFINE, interpolation
     affine = check_affine(affine)
     order = _interpolation_order(interpolation)
     label, img = _as_image(img, "img")
-    if img.affine is None:
+    source_affine = affine_of(img, f"img {label}")  # invalid: refused by name
+    if source_affine is None:
         raise ValueError(f"img {label} has no affine, so it cannot be placed on a grid.")
     data = _volume_data(img, label)
-    check_coverage(data, img.affine, shape, affine, f"img {label}")
-    out = conform_data(data, img.affine, shape, affine, order)
+    check_coverage(data, source_affine, shape, affine, f"img {label}")
+    out = conform_data(data, source_affine, shape, affine, order)
     conformed = nib.Nifti1Image(out, affine.copy())
     conformed.header.set_xyzt_units("mm")
     return conformed

@@ -16,7 +16,8 @@ import nibabel as nib
 import numpy as np
 from nibabel.arrayproxy import ArrayProxy
 
-from ..exceptions import ImageReadError
+from ..exceptions import GridWarning, ImageReadError, warn
+from ._grid import check_affine
 
 __all__ = ["ImageReadError", "check_dtype", "gz_file_of", "load_nifti", "nifti_header", "npy_header",
            "verify_gzip"]
@@ -135,17 +136,31 @@ def nifti_header(path, i, name):
                 f"{name}[{i}] '{path}' is truncated: its header announces {shape} voxels of "
                 f"{dtype} ({expected} bytes with the header) but the file has {file_size} bytes."
             )
-    return shape, zooms_of(img), affine_of(img)
+    return shape, zooms_of(img), affine_of(img, f"{name}[{i}] '{path}'")
 
 
-def affine_of(img):
+def affine_of(img, what="the image"):
+    """The image's affine, checked (:func:`~._grid.check_affine`: a non-finite, singular or
+    malformed affine is a ValueError naming ``what``), or None when it has none. A NIfTI
+    header with neither a qform nor an sform code places the voxels on nibabel's made-up
+    affine: a GridWarning says so."""
     affine = getattr(img, "affine", None)
     if affine is None:
         return None
-    affine = np.asarray(affine, dtype=np.float64)
-    if affine.shape != (4, 4) or not np.isfinite(affine).all() \
-            or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        return None  # a broken header affine says nothing about orientation
+    try:
+        affine = check_affine(affine, f"the affine of {what}")
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+    header = getattr(img, "header", None)
+    try:
+        uncoded = int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0
+    except (TypeError, KeyError, ValueError, IndexError):
+        uncoded = False  # not a NIfTI header: no codes to read
+    if uncoded:
+        warn(f"{what} has no orientation codes (qform_code = sform_code = 0): its voxels are "
+             "placed on nibabel's default affine, which says nothing about orientation or "
+             "origin. Set its qform/sform (e.g. fslorient or nibabel) if this is not intended.",
+             GridWarning)
     return affine
 
 

@@ -124,9 +124,9 @@ def _input_section(shape, affine):
         shape, affine = OPENBHB_SHAPE, OPENBHB_AFFINE  # the released weights' grid
     section = dict(shape=[int(s) for s in shape], affine=None, voxel_size=None, orientation=None)
     if affine is not None:
-        from ..images._grid import axcodes, zooms_of_affine
+        from ..images._grid import axcodes, check_affine, zooms_of_affine
 
-        affine = np.asarray(affine, dtype=np.float64)
+        affine = check_affine(affine, "the model's input_affine")  # never written invalid
         section.update(affine=affine.tolist(), voxel_size=list(zooms_of_affine(affine)),
                        orientation=axcodes(affine))
     return section
