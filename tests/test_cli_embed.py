@@ -142,6 +142,35 @@ def test_a_list_without_a_path_column_names_its_columns(ckpt, tmp_path, capsys):
     assert "'subject', 'file'" in error_line(capsys)
 
 
+@pytest.mark.parametrize("kind", ["csv", "tsv"])
+def test_a_header_less_one_column_list_keeps_its_first_path(ckpt, brains, tmp_path, kind):
+    folder, paths = brains
+    rel = [os.path.relpath(p, folder) for p in paths]
+    lst = folder / f"bare.{kind}"
+    lst.write_text("".join(f"{p}\n" for p in rel))  # no header: every line is a path
+    out = tmp_path / "emb.csv"
+    assert run(lst, "--weights", ckpt, "--quiet", "--output", out) == 0
+    assert pd.read_csv(out)["image"].tolist() == paths
+    lst.write_text("path\n" + "".join(f"{p}\n" for p in rel))  # a header is still a header
+    assert run(lst, "--weights", ckpt, "--quiet", "--force", "--output", out) == 0
+    assert pd.read_csv(out)["image"].tolist() == paths
+
+
+def test_a_non_utf8_file_name_is_refused_before_any_work(ckpt, brains, tmp_path, capsys,
+                                                         monkeypatch):
+    raw = os.fsencode(tmp_path) + b"/s\xff.nii.gz"
+    with open(brains[1][0], "rb") as src, open(raw, "wb") as dst:
+        dst.write(src.read())
+    name = os.fsdecode(raw)
+    monkeypatch.setattr(anatcl_sklearn, "check_images",
+                        lambda *a, **k: pytest.fail("images read before the refusal"))
+    out = tmp_path / "emb.csv"
+    assert run(name, "--weights", ckpt, "--output", out) == 2
+    line = error_line(capsys)
+    assert "s\\udcff.nii.gz" in line and "not valid UTF-8" in line
+    assert not out.exists()
+
+
 def test_duplicates_keep_one_row_each_and_warn_once(ckpt, brains, tmp_path, capsys):
     p = brains[1][0]
     out = tmp_path / "emb.csv"
