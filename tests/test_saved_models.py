@@ -315,6 +315,22 @@ def test_a_checkpoint_with_a_broken_recorded_affine_is_refused_by_convert(tmp_pa
     assert not out.exists()  # refused before anything is written
 
 
+@pytest.mark.usefixtures("narrow_resnet")
+@pytest.mark.parametrize("present", ["README.md", "config.json", "model.safetensors"])
+def test_convert_needs_force_for_any_of_the_three_files(tmp_path, capsys, present):
+    ckpt = _released_checkpoint(tmp_path / "weights.pth", AnatCLModel())
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / present).write_text("the user's own file\n")
+    assert cli(["convert", str(ckpt), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert present in err and "--force" in err
+    assert (out / present).read_text() == "the user's own file\n"
+    assert sorted(p.name for p in out.iterdir()) == [present]  # nothing else written
+    assert cli(["convert", str(ckpt), str(out), "--force"]) == 0
+    load_model_dir(out)
+
+
 # -- the Hub ---------------------------------------------------------------------------------
 
 

@@ -101,6 +101,13 @@ def save_model_dir(directory, model, config, card):
     return full
 
 
+def existing_model_files(directory):
+    """The saved-model files (weights, config, card) already at ``directory``, in that order:
+    any of them, a link included, means writing there needs ``--force``."""
+    return [n for n in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME)
+            if os.path.lexists(os.path.join(os.fspath(directory), n))]
+
+
 def _prepare_dir(directory):
     if not isinstance(directory, (str, os.PathLike)):
         raise TypeError(f"directory must be a path; got {type(directory).__name__}.")
