@@ -171,6 +171,18 @@ def test_a_non_utf8_file_name_is_refused_before_any_work(ckpt, brains, tmp_path,
     assert not out.exists()
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes need POSIX")
+def test_a_fifo_input_or_list_is_refused_by_name(ckpt, tmp_path, capsys):
+    os.mkfifo(tmp_path / "pipe.nii.gz")
+    os.mkfifo(tmp_path / "list.txt")
+    out = tmp_path / "emb.csv"
+    assert run(tmp_path / "pipe.nii.gz", "--weights", ckpt, "--output", out) == 2
+    assert "pipe.nii.gz' is a FIFO" in error_line(capsys)
+    assert run(tmp_path / "list.txt", "--weights", ckpt, "--output", out) == 2
+    assert "list.txt' is not a regular file" in error_line(capsys)
+    assert not out.exists()
+
+
 def test_duplicates_keep_one_row_each_and_warn_once(ckpt, brains, tmp_path, capsys):
     p = brains[1][0]
     out = tmp_path / "emb.csv"

@@ -411,3 +411,29 @@ def test_a_file_without_orientation_codes_warns_by_name(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", GridWarning)
         check_images([coded], warn_grid=False)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes need POSIX")
+@pytest.mark.parametrize("filename", ["pipe.nii", "pipe.nii.gz", "pipe.npy"])
+def test_a_fifo_is_refused_by_name_before_it_is_opened(tmp_path, filename):
+    import signal
+
+    fifo = tmp_path / filename
+    os.mkfifo(fifo)
+
+    def hung(*_):
+        raise TimeoutError("the reader blocked on the FIFO")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(10)  # a reader that opens the FIFO blocks: fail instead of hanging
+    try:
+        with pytest.raises(ValueError, match=rf"X\[0\] '.*{filename}' is a FIFO"):
+            check_images([fifo])
+        with pytest.raises(ValueError, match=rf"X\[0\] '.*{filename}' is a FIFO"):
+            check_images([fifo], conform=True)
+        if filename != "pipe.npy":
+            with pytest.raises(ValueError, match=rf"'.*{filename}' is a FIFO.*regular file"):
+                conform_image(fifo)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)

@@ -130,8 +130,10 @@ def _check_weights(weights):
 def _read_list(path):
     """Paths named by a list file (.txt, .csv or .tsv), made absolute from its folder."""
     ext = os.path.splitext(path)[1].lower()
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise UserError(f"list file not found: {path!r}.")
+    if not os.path.isfile(path):  # a FIFO would block the read
+        raise UserError(f"list file {path!r} is not a regular file.")
     folder = os.path.dirname(os.path.abspath(path))
     entries = []  # (line number, path)
     try:

@@ -15,7 +15,14 @@ import nibabel as nib
 import numpy as np
 from nibabel.spatialimages import SpatialImage
 
-from ._files import affine_of, check_dtype, nifti_header, npy_header, zooms_of
+from ._files import (
+    affine_of,
+    check_dtype,
+    check_regular_file,
+    nifti_header,
+    npy_header,
+    zooms_of,
+)
 from ._grid import (
     OPENBHB_AFFINE,
     OPENBHB_SHAPE,
@@ -362,6 +369,7 @@ def _read_item(element, i, name):
         raise FileNotFoundError(f"{name}[{i}]: file not found: '{path}'.")
     if os.path.isdir(path):
         raise ValueError(f"{name}[{i}] '{path}' is a directory, not an image file.")
+    check_regular_file(path, f"{name}[{i}]")  # a FIFO would hang the header read
     if kind == "npy":
         return _Item("npy", path, npy_header(path, i, name)), None
     raw_shape, zooms, affine = nifti_header(path, i, name)

@@ -19,7 +19,7 @@ import nibabel as nib
 import numpy as np
 from nibabel.spatialimages import SpatialImage
 
-from ._files import affine_of
+from ._files import affine_of, check_regular_file
 from ._grid import (
     MIN_COVERAGE,
     OPENBHB_AFFINE,
@@ -240,6 +240,7 @@ def _as_image(img, name, lazy=False):
         from ._files import load_nifti, verify_gzip
 
         path = os.path.abspath(os.path.expanduser(os.fspath(img)))
+        check_regular_file(path, name)
         if not lazy:
             return f"'{path}'", load_nifti(path, name)
         if path.lower().endswith(".gz"):

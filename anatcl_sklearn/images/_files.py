@@ -10,6 +10,7 @@ garbage without an error.
 import gzip
 import math
 import os
+import stat
 import zlib
 
 import nibabel as nib
@@ -19,7 +20,7 @@ from nibabel.arrayproxy import ArrayProxy
 from ..exceptions import GridWarning, ImageReadError, warn
 from ._grid import check_affine
 
-__all__ = ["ImageReadError", "check_dtype", "gz_file_of", "load_nifti", "nifti_header", "npy_header",
+__all__ = ["ImageReadError", "check_dtype", "check_regular_file", "gz_file_of", "load_nifti", "nifti_header", "npy_header",
            "verify_gzip"]
 
 # Chunk size of the streaming gzip check of split_4d.
@@ -35,12 +36,29 @@ def _damaged(name, path, exc):
     )
 
 
+def check_regular_file(path, what):
+    """Refuse, by name and before any open, a path that is not a regular file (a FIFO, a
+    socket, a device): opening or reading one would block or never end. A missing file is
+    left to the caller's FileNotFoundError."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe)"
+                if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file")
+        raise ValueError(f"{what} '{path}' is {kind}, not a regular file; expected an image "
+                         "file (NIfTI or .npy) on disk.")
+
+
 def load_nifti(path, name="X"):
     """A nibabel image of a NIfTI file, fully read; a ``.nii.gz`` is checked against its CRC.
 
     Errors name the file: ValueError for a damaged or unreadable file, FileNotFoundError
     when it is missing.
     """
+    check_regular_file(path, name)
     if not path.lower().endswith(".gz"):
         try:
             img = nib.load(path, mmap=False)
@@ -70,6 +88,7 @@ def load_nifti(path, name="X"):
 
 def verify_gzip(path, name="X"):
     """Read a gzip file to its end in chunks (constant memory), so its CRC is checked."""
+    check_regular_file(path, name)
     try:
         with gzip.open(path, "rb") as fh:
             while fh.read(_GZIP_CHUNK):
@@ -87,6 +106,7 @@ def gz_file_of(dataobj):
 
 
 def npy_header(path, i, name):
+    check_regular_file(path, f"{name}[{i}]")
     fmt = np.lib.format
     try:
         with open(path, "rb") as fh:
@@ -116,6 +136,7 @@ def npy_header(path, i, name):
 
 
 def nifti_header(path, i, name):
+    check_regular_file(path, f"{name}[{i}]")
     try:
         img = nib.load(path)  # parses the header; voxels stay on disk
     except (FileNotFoundError, PermissionError, MemoryError):
