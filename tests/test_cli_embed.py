@@ -183,6 +183,21 @@ def test_a_fifo_input_or_list_is_refused_by_name(ckpt, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_an_image_off_the_grid_is_refused_by_name_before_embedding(ckpt, brains, tmp_path,
+                                                                   capsys, monkeypatch):
+    native = np.diag([1.0, 1.0, 1.0, 1.0])
+    native[:3, 3] = (500.0, 500.0, 500.0)  # a native-space scan: would conform to zeros
+    off = tmp_path / "native.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones(SHAPE, np.float32), native), str(off))
+    monkeypatch.setattr(AnatCLEmbedder, "fit",
+                        lambda *a, **k: pytest.fail("embedding started before the refusal"))
+    out = tmp_path / "emb.csv"
+    assert run(brains[1][0], off, "--conform", "--weights", ckpt, "--output", out) == 2
+    line = error_line(capsys)
+    assert "native.nii.gz" in line and "0.0% of its non-zero voxels" in line
+    assert not out.exists()
+
+
 def test_duplicates_keep_one_row_each_and_warn_once(ckpt, brains, tmp_path, capsys):
     p = brains[1][0]
     out = tmp_path / "emb.csv"

@@ -3,9 +3,8 @@
 :func:`~anatcl_sklearn.images.check_images` validates headers and builds a collection; the
 estimator then reads one float32 volume at a time with :meth:`ImageCollection.load`, so a
 cohort of thousands of files never sits in memory. A collection may carry a target grid
-(``conform=True``): each volume is then conformed (:mod:`._conform`) as it is read.
-
-Files are read by :mod:`._files` (a ``.nii.gz`` checked against its gzip checksum).
+(``conform=True``): each volume is then conformed (:mod:`._conform`) as it is read. Files
+are read by :mod:`._files` (a ``.nii.gz`` checked against its gzip checksum).
 """
 
 import math
@@ -349,7 +348,11 @@ class _ItemImages(ImageCollection):
         # the stored voxels decide: conforming them first would only cost time
         for pos in self._positions:
             if eager_files or self._in_memory_at(pos):
-                self._check_volume_finite(self._read(pos, conform=False), pos)
+                volume, item = self._read(pos, conform=False), self._items[pos]
+                self._check_volume_finite(volume, pos)
+                if self.conformed and item.affine is not None:  # off the grid: refused now
+                    check_coverage(volume, item.affine, self.shape, self.affine,
+                                   f"{self._name}: {_label(self._source_at(pos))}")
 
     def _read(self, pos, conform=True):
         item = self._items[pos]
@@ -392,11 +395,8 @@ class _ItemImages(ImageCollection):
     def _read_raw(self, item):
         if item.kind == "npy":
             return np.load(item.obj, mmap_mode="r")
-        # Stored dtype (scaled when the header says so); _read casts to float32, or the
-        # conforming's first pass does, at a fraction of the cost for integer maps.
-        if item.kind == "nifti":
-            # Read whole (mmap=False: the array is ours, not a view of the file); a .nii.gz
-            # is checked against its gzip CRC.
+        # Stored dtype (scaled as the header says); _read or conforming casts it to float32.
+        if item.kind == "nifti":  # read whole (ours, not a view of the file), .gz CRC-checked
             return np.asanyarray(load_nifti(item.obj, self._name).dataobj)
         dataobj = item.obj.dataobj
         gz_path = gz_file_of(dataobj)
