@@ -17,12 +17,18 @@ from .._atomic import new_file_mode
 from ._anatcl_model import AnatCLModel
 from ._checkpoint import load_checkpoint
 from ._digest import file_sha256, read_digest, write_digest
-from ._transfer import FetchFailed, archive_damage, fetch_with_retries
+from ._transfer import (
+    URL_ENV_VAR,
+    FetchFailed,
+    archive_damage,
+    check_not_html,
+    fetch_error,
+    fetch_with_retries,
+)
 
 __all__ = ["OFFICIAL_WEIGHTS", "fetch_official_weights", "resolve_pretrained"]
 
 CACHE_ENV_VAR = "ANATCL_SKLEARN_CACHE"
-URL_ENV_VAR = "ANATCL_SKLEARN_WEIGHTS_URL"
 
 _N_FOLDS = 5
 # Partial downloads left by a killed process are removed after this long.
@@ -316,10 +322,10 @@ def _download(source, target, expected, progress, label, problem):
                 try:
                     fetch_with_retries(source, out, progress, label)
                 except FetchFailed as exc:
-                    raise _fetch_error(exc, source, label, target, stale) from exc.reason
+                    raise fetch_error(exc, source, label, target, stale) from exc.reason
                 out.flush()
                 os.fsync(out.fileno())
-            _check_not_html(part, source, target)
+            check_not_html(part, source, target)
             damage = archive_damage(part)
             if damage is None:
                 break
@@ -352,33 +358,6 @@ def _download(source, target, expected, progress, label, problem):
     finally:
         part.unlink(missing_ok=True)
     write_digest(target, hexdigest=actual)
-
-
-def _fetch_error(exc, source, label, target, stale):
-    tries = f" after {exc.attempts} attempts" if exc.attempts > 1 else ""
-    return OSError(
-        f"Could not download the AnatCL weights {label} from {source}"
-        f"{tries}: {exc.reason}. Download the file by hand (e.g. with a "
-        "browser) and pass its path as url= (or in the "
-        f"{URL_ENV_VAR} environment variable): it is then copied to "
-        f"'{target}' with its SHA-256 recorded.{stale}"
-    )
-
-
-def _check_not_html(path, source, target):
-    # A login wall or error page can come back with status 200; caching it
-    # would only defer the failure to an obscure unpickling error.
-    with open(path, "rb") as fh:
-        head = fh.read(512).lstrip().lower()
-    if not head:
-        raise OSError(f"The download from {source} is empty; nothing was cached in '{target}'.")
-    if head.startswith((b"<!doctype", b"<html", b"<?xml", b"<head")):
-        raise OSError(
-            f"The download from {source} is a web page, not a checkpoint; "
-            f"nothing was cached in '{target}'. Download the weights by hand "
-            "(e.g. with a browser, after signing in if the page asks) and pass "
-            f"their path as url= (or in the {URL_ENV_VAR} environment variable)."
-        )
 
 
 def resolve_pretrained(pretrained, *, fold=0, arch="resnet18"):

@@ -20,7 +20,11 @@ import zlib
 
 from ..exceptions import FetchFailed
 
-__all__ = ["FetchFailed", "archive_damage", "fetch_with_retries"]
+__all__ = ["URL_ENV_VAR", "FetchFailed", "archive_damage", "check_not_html", "fetch_error",
+           "fetch_with_retries"]
+
+#: The environment variable naming a mirror or a local copy of the official weights.
+URL_ENV_VAR = "ANATCL_SKLEARN_WEIGHTS_URL"
 
 _TIMEOUT_S = 60
 _CHUNK_BYTES = 1 << 20
@@ -172,3 +176,30 @@ def archive_damage(path):
     if bad is not None:
         return f"member {bad!r} fails its CRC check"
     return None
+
+
+def fetch_error(exc, source, label, target, stale):
+    tries = f" after {exc.attempts} attempts" if exc.attempts > 1 else ""
+    return OSError(
+        f"Could not download the AnatCL weights {label} from {source}"
+        f"{tries}: {exc.reason}. Download the file by hand (e.g. with a "
+        "browser) and pass its path as url= (or in the "
+        f"{URL_ENV_VAR} environment variable): it is then copied to "
+        f"'{target}' with its SHA-256 recorded.{stale}"
+    )
+
+
+def check_not_html(path, source, target):
+    # A login wall or error page can come back with status 200; caching it
+    # would only defer the failure to an obscure unpickling error.
+    with open(path, "rb") as fh:
+        head = fh.read(512).lstrip().lower()
+    if not head:
+        raise OSError(f"The download from {source} is empty; nothing was cached in '{target}'.")
+    if head.startswith((b"<!doctype", b"<html", b"<?xml", b"<head")):
+        raise OSError(
+            f"The download from {source} is a web page, not a checkpoint; "
+            f"nothing was cached in '{target}'. Download the weights by hand "
+            "(e.g. with a browser, after signing in if the page asks) and pass "
+            f"their path as url= (or in the {URL_ENV_VAR} environment variable)."
+        )
