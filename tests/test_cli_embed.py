@@ -142,6 +142,62 @@ def test_a_list_without_a_path_column_names_its_columns(ckpt, tmp_path, capsys):
     assert "'subject', 'file'" in error_line(capsys)
 
 
+@pytest.mark.parametrize("kind", ["csv", "tsv"])
+def test_a_header_less_one_column_list_keeps_its_first_path(ckpt, brains, tmp_path, kind):
+    folder, paths = brains
+    rel = [os.path.relpath(p, folder) for p in paths]
+    lst = folder / f"bare.{kind}"
+    lst.write_text("".join(f"{p}\n" for p in rel))  # no header: every line is a path
+    out = tmp_path / "emb.csv"
+    assert run(lst, "--weights", ckpt, "--quiet", "--output", out) == 0
+    assert pd.read_csv(out)["image"].tolist() == paths
+    lst.write_text("path\n" + "".join(f"{p}\n" for p in rel))  # a header is still a header
+    assert run(lst, "--weights", ckpt, "--quiet", "--force", "--output", out) == 0
+    assert pd.read_csv(out)["image"].tolist() == paths
+
+
+def test_a_non_utf8_file_name_is_refused_before_any_work(ckpt, brains, tmp_path, capsys,
+                                                         monkeypatch):
+    raw = os.fsencode(tmp_path) + b"/s\xff.nii.gz"
+    with open(brains[1][0], "rb") as src, open(raw, "wb") as dst:
+        dst.write(src.read())
+    name = os.fsdecode(raw)
+    monkeypatch.setattr(anatcl_sklearn, "check_images",
+                        lambda *a, **k: pytest.fail("images read before the refusal"))
+    out = tmp_path / "emb.csv"
+    assert run(name, "--weights", ckpt, "--output", out) == 2
+    line = error_line(capsys)
+    assert "s\\udcff.nii.gz" in line and "not valid UTF-8" in line
+    assert not out.exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes need POSIX")
+def test_a_fifo_input_or_list_is_refused_by_name(ckpt, tmp_path, capsys):
+    os.mkfifo(tmp_path / "pipe.nii.gz")
+    os.mkfifo(tmp_path / "list.txt")
+    out = tmp_path / "emb.csv"
+    assert run(tmp_path / "pipe.nii.gz", "--weights", ckpt, "--output", out) == 2
+    assert "pipe.nii.gz' is a FIFO" in error_line(capsys)
+    assert run(tmp_path / "list.txt", "--weights", ckpt, "--output", out) == 2
+    assert "list.txt' is not a regular file" in error_line(capsys)
+    assert not out.exists()
+
+
+def test_an_image_off_the_grid_is_refused_by_name_before_embedding(ckpt, brains, tmp_path,
+                                                                   capsys, monkeypatch):
+    native = np.diag([1.0, 1.0, 1.0, 1.0])
+    native[:3, 3] = (500.0, 500.0, 500.0)  # a native-space scan: would conform to zeros
+    off = tmp_path / "native.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones(SHAPE, np.float32), native), str(off))
+    monkeypatch.setattr(AnatCLEmbedder, "fit",
+                        lambda *a, **k: pytest.fail("embedding started before the refusal"))
+    out = tmp_path / "emb.csv"
+    assert run(brains[1][0], off, "--conform", "--weights", ckpt, "--output", out) == 2
+    line = error_line(capsys)
+    assert "native.nii.gz" in line and "0.0% of its non-zero voxels" in line
+    assert not out.exists()
+
+
 def test_duplicates_keep_one_row_each_and_warn_once(ckpt, brains, tmp_path, capsys):
     p = brains[1][0]
     out = tmp_path / "emb.csv"

@@ -86,8 +86,9 @@ def test_las_and_ras_copies_conform_to_the_same_volume(bb12):
     np.testing.assert_array_equal(conform_image(las).dataobj, conform_image(ras).dataobj)
     # through interpolation too (2 mm -> 1.5 mm): same values up to float rounding
     two_mm = CAT12_BB12_AFFINE @ np.diag([4 / 3, 4 / 3, 4 / 3, 1])
-    a = conform_image(nib.Nifti1Image(bb12, two_mm))
-    b = conform_image(nib.Nifti1Image(*_ras_copy(bb12, two_mm)))
+    part = np.ascontiguousarray(bb12[:80, :100, :80])  # 2 mm voxels: the part inside the grid
+    a = conform_image(nib.Nifti1Image(part, two_mm))
+    b = conform_image(nib.Nifti1Image(*_ras_copy(part, two_mm)))
     np.testing.assert_allclose(a.dataobj, b.dataobj, atol=1e-6)
 
 
@@ -126,11 +127,24 @@ def test_fortran_ordered_input_gives_the_same_volume_as_c_ordered():
     assert f.flags.c_contiguous
 
 
-def test_target_outside_the_field_of_view_is_zero():
+def test_an_image_outside_or_half_outside_the_target_grid_is_refused_by_name(tmp_path):
     data = np.ones((10, 10, 10), np.float32)
     far = np.eye(4)
-    far[:3, 3] = 1000
-    assert not np.asanyarray(conform_image(nib.Nifti1Image(data, far), (5, 5, 5), np.eye(4)).dataobj).any()
+    far[:3, 3] = 1000  # a native-space scan, a wrong origin: would conform to zeros
+    path = tmp_path / "native.nii.gz"
+    nib.save(nib.Nifti1Image(data, far), path)
+    with pytest.raises(ValueError, match=r"native\.nii\.gz.*only 0\.0% of its non-zero.*75%"):
+        conform_image(path, (10, 10, 10), np.eye(4))
+    half = np.eye(4)
+    half[0, 3] = 5  # half of it beyond the grid's edge: would be cut silently
+    with pytest.raises(ValueError, match="only 50.0%"):
+        conform_image(nib.Nifti1Image(data, half), (10, 10, 10), np.eye(4))
+    with pytest.raises(ValueError, match=r"native\.nii\.gz.*only 0\.0%"):
+        check_images([path], conform=((10, 10, 10), np.eye(4))).load(0)
+    inside = np.eye(4)
+    inside[0, 3] = 1  # 90% inside: accepted, the outer slice cut
+    out = np.asanyarray(conform_image(nib.Nifti1Image(data, inside), (10, 10, 10), np.eye(4)).dataobj)
+    assert out[1:].all() and not out[0].any()
 
 
 def test_conform_image_refuses_arrays_4d_images_and_bad_arguments(bb12):
@@ -358,3 +372,68 @@ def test_images_module_layout_one_idea_per_module():
         assert len(p.read_text().splitlines()) <= 420, p.name  # "one idea per module, ~<= 400 lines"
     assert not (folder.parent / "_images.py").exists()
     assert os.path.basename(check_images.__module__) == "anatcl_sklearn.images._checking"
+
+
+@pytest.mark.parametrize("bad, says", [(np.nan, "non-finite"), (np.inf, "non-finite"),
+                                       (0.0, "singular")])
+def test_a_broken_affine_is_refused_by_name_everywhere(tmp_path, bad, says):
+    from anatcl_sklearn.images._files import affine_of
+
+    data = np.ones((10, 10, 10), np.float32)
+    broken = np.eye(4)
+    broken[0, 0] = bad
+    img = nib.Nifti1Image(data, np.eye(4))
+    img._affine = broken  # what a damaged header yields once read
+    with pytest.raises(ValueError, match=f"img \\(in memory\\).*{says}"):
+        conform_image(img, (10, 10, 10), np.eye(4))
+    with pytest.raises(ValueError, match=rf"X\[0\] <image #0>.*{says}"):
+        check_images([img], conform=True)
+    with pytest.raises(ValueError, match=rf"X\[0\] <image #0>.*{says}"):
+        check_images([img])  # not taken as already on the grid
+    with pytest.raises(ValueError, match=rf"'scan\.nii'.*{says}"):
+        affine_of(img, "'scan.nii'")
+
+
+def test_a_file_without_orientation_codes_warns_by_name(tmp_path):
+    from anatcl_sklearn.exceptions import GridWarning
+
+    img = nib.Nifti1Image(np.ones((10, 10, 10), np.float32), np.eye(4))
+    img.set_sform(None, code=0)
+    img.set_qform(None, code=0)
+    path = tmp_path / "uncoded.nii"
+    nib.save(img, path)
+    with pytest.warns(GridWarning, match=r"uncoded\.nii.*no orientation codes"):
+        check_images([path], warn_grid=False)
+    coded = tmp_path / "coded.nii"
+    nib.save(nib.Nifti1Image(np.ones((10, 10, 10), np.float32), np.eye(4)), coded)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GridWarning)
+        check_images([coded], warn_grid=False)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes need POSIX")
+@pytest.mark.parametrize("filename", ["pipe.nii", "pipe.nii.gz", "pipe.npy"])
+def test_a_fifo_is_refused_by_name_before_it_is_opened(tmp_path, filename):
+    import signal
+
+    fifo = tmp_path / filename
+    os.mkfifo(fifo)
+
+    def hung(*_):
+        raise TimeoutError("the reader blocked on the FIFO")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(10)  # a reader that opens the FIFO blocks: fail instead of hanging
+    try:
+        with pytest.raises(ValueError, match=rf"X\[0\] '.*{filename}' is a FIFO"):
+            check_images([fifo])
+        with pytest.raises(ValueError, match=rf"X\[0\] '.*{filename}' is a FIFO"):
+            check_images([fifo], conform=True)
+        if filename != "pipe.npy":
+            with pytest.raises(ValueError, match=rf"'.*{filename}' is a FIFO.*regular file"):
+                conform_image(fifo)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)

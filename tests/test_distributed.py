@@ -419,6 +419,20 @@ def test_cli_refuses_bad_outputs_before_reading_any_data(tmp_path, capsys):
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("present", ["README.md", "config.json", "model.safetensors"])
+def test_train_output_needs_force_for_any_of_the_three_files(tmp_path, capsys, present):
+    from anatcl_sklearn.distributed._cli import main
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / present).write_text("the user's own file\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--openbhb", str(tmp_path / "not-read"), "--output", str(out)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and present in err and "--force" in err
+    assert (out / present).read_text() == "the user's own file\n"
+
+
 def test_cli_reads_an_image_table(tmp_path):
     rng = np.random.default_rng(0)
     for i in range(3):

@@ -22,9 +22,12 @@ from anatcl_sklearn.models import (
     _hub,
     _saved,
     convert_checkpoint,
+    load_checkpoint,
     load_model_dir,
     resolve_pretrained,
+    save_model_dir,
 )
+from anatcl_sklearn.models._digest import file_sha256, write_digest
 
 
 @pytest.fixture(scope="module")
@@ -266,6 +269,66 @@ def test_official_weights_are_converted_once_then_read_from_safetensors(tmp_path
     third = resolve_pretrained("anatcl-global", fold=1)
     with torch.no_grad():
         torch.testing.assert_close(third.encode(x), model.encode(x), rtol=0, atol=0)
+
+
+@pytest.mark.usefixtures("narrow_resnet")
+def test_official_conversion_is_tied_to_the_verified_download(tmp_path, monkeypatch):
+    torch.manual_seed(3)
+    first_model, second_model = AnatCLModel().eval(), AnatCLModel().eval()
+    first = _released_checkpoint(tmp_path / "first.pth", first_model)
+    second = _released_checkpoint(tmp_path / "second.pth", second_model)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ANATCL_SKLEARN_CACHE", str(cache))
+    monkeypatch.setenv("ANATCL_SKLEARN_WEIGHTS_URL", first.as_uri())
+    x = torch.randn(1, 1, 16, 20, 16)
+    resolve_pretrained("anatcl-global", fold=0)
+    folder = cache / "anatcl-global_fold0"
+    recorded = json.loads((folder / "config.json").read_text())["training"]["source_sha256"]
+    assert recorded == file_sha256(cache / "anatcl-global_fold0.pth")
+    # the cached .pth replaced by another verified file: converted again from it
+    (cache / "anatcl-global_fold0.pth").write_bytes(second.read_bytes())
+    write_digest(cache / "anatcl-global_fold0.pth")
+    loaded = resolve_pretrained("anatcl-global", fold=0)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode(x), second_model.encode(x), rtol=0, atol=0)
+    # a saved model planted in the folder is not used
+    save_model_dir(folder, first_model, {"training": {}}, "planted")
+    loaded = resolve_pretrained("anatcl-global", fold=0)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode(x), second_model.encode(x), rtol=0, atol=0)
+    assert (folder / "README.md").read_text() != "planted"
+
+
+@pytest.mark.usefixtures("narrow_resnet")
+@pytest.mark.parametrize("bad", [float("nan"), 0.0])
+def test_a_checkpoint_with_a_broken_recorded_affine_is_refused_by_convert(tmp_path, capsys, bad):
+    affine = np.eye(4).tolist()
+    affine[0][0] = bad
+    opts = argparse.Namespace(method="anatcl", input_shape=[24, 28, 24], input_affine=affine)
+    ckpt = tmp_path / "grid.pth"
+    torch.save({"opts": opts, "model": AnatCLModel().state_dict()}, ckpt)
+    with pytest.raises(ValueError, match=r"input_affine recorded in checkpoint file '.*grid\.pth'"):
+        load_checkpoint(ckpt)
+    out = tmp_path / "converted"
+    assert cli(["convert", str(ckpt), str(out)]) == 2
+    assert "grid.pth" in capsys.readouterr().err
+    assert not out.exists()  # refused before anything is written
+
+
+@pytest.mark.usefixtures("narrow_resnet")
+@pytest.mark.parametrize("present", ["README.md", "config.json", "model.safetensors"])
+def test_convert_needs_force_for_any_of_the_three_files(tmp_path, capsys, present):
+    ckpt = _released_checkpoint(tmp_path / "weights.pth", AnatCLModel())
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / present).write_text("the user's own file\n")
+    assert cli(["convert", str(ckpt), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert present in err and "--force" in err
+    assert (out / present).read_text() == "the user's own file\n"
+    assert sorted(p.name for p in out.iterdir()) == [present]  # nothing else written
+    assert cli(["convert", str(ckpt), str(out), "--force"]) == 0
+    load_model_dir(out)
 
 
 # -- the Hub ---------------------------------------------------------------------------------

@@ -611,3 +611,45 @@ def test_non_finite_weights_are_refused_with_their_names(tmp_path):
     assert f"'{path}'" in message
     count = int(re.search(r"(\d+) tensor\(s\) hold NaN", message).group(1))
     assert count > 5 and f"({count - 5} more)" in message
+
+
+# --------------------------------------------------------------------------
+# Damaged downloads are refused before they enter the cache
+# --------------------------------------------------------------------------
+
+
+def _zip_checkpoint(tmp_path):
+    path = tmp_path / "ckpt.pth"
+    torch.save({"model": {"w": torch.arange(50_000, dtype=torch.float32)}}, path)
+    return path.read_bytes()
+
+
+def test_a_damaged_download_is_refused_then_fetched_again_once(tmp_path, capsys, monkeypatch):
+    good = _zip_checkpoint(tmp_path)
+    bad = bytearray(good)
+    bad[len(bad) // 2] ^= 0xFF  # a flipped byte inside the stored tensor: CRC fails
+    source = tmp_path / "weights.pth"
+    served = []
+    real = _official.fetch_with_retries
+
+    def flaky(src, out, progress, label):
+        served.append(src)
+        source.write_bytes(bytes(bad) if len(served) == 1 else good)
+        return real(src, out, progress, label)
+
+    monkeypatch.setattr(_official, "fetch_with_retries", flaky)
+    cache = tmp_path / "cache"
+    path = _fetch(cache, source.as_uri())
+    assert len(served) == 2 and path.read_bytes() == good
+    assert read_digest(path) == _sha(good)
+    assert "damaged" in capsys.readouterr().err
+
+    # damaged every time: refused, nothing cached under its own digest
+    monkeypatch.setattr(_official, "fetch_with_retries",
+                        lambda s, o, p, label: o.write(bytes(bad)))
+    cache2 = tmp_path / "cache2"
+    with pytest.raises(OSError, match="damaged twice"):
+        _fetch(cache2, source.as_uri())
+    assert not (cache2 / f"{NAME}_fold{FOLD}.pth").exists()
+    assert read_digest(cache2 / f"{NAME}_fold{FOLD}.pth") is None
+    assert _leftovers(cache2) == []

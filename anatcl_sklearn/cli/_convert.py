@@ -28,25 +28,24 @@ def build_parser():
     p.add_argument("--out-dim", type=number(int, 1), default=128,
                    help="projection head output size (default 128)")
     p.add_argument("--force", action="store_true",
-                   help="replace the files of an existing saved model in OUT_DIR")
+                   help="replace an existing model.safetensors, config.json or README.md in OUT_DIR")
     return p
 
 
 def main(argv=None):
     """Run ``anatcl-sklearn convert``; 0 on success, 2 on a user error (one line on stderr)."""
     from ..models import convert_checkpoint
-    from ..models._saved import CONFIG_NAME, WEIGHTS_NAME
+    from ..models._saved import CONFIG_NAME, WEIGHTS_NAME, existing_model_files
 
     args = build_parser().parse_args(sys.argv[2:] if argv is None else argv)
     out = os.path.abspath(os.path.expanduser(args.out_dir))
     try:
         if os.path.exists(out) and not os.path.isdir(out):
             raise ValueError(f"OUT_DIR {out!r} exists and is not a folder.")
-        existing = [n for n in (WEIGHTS_NAME, CONFIG_NAME)
-                    if os.path.lexists(os.path.join(out, n))]
+        existing = existing_model_files(out)
         if existing and not args.force:
-            raise ValueError(f"{out!r} already holds a saved model ({', '.join(existing)}); "
-                             "pass --force to replace it.")
+            raise ValueError(f"{out!r} already holds a saved model's files "
+                             f"({', '.join(existing)}); pass --force to replace them.")
         config = convert_checkpoint(args.checkpoint, out, arch=args.arch, out_dim=args.out_dim)
     except (ValueError, TypeError, OSError) as exc:
         return error(PROG, exc)

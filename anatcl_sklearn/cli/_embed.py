@@ -130,8 +130,10 @@ def _check_weights(weights):
 def _read_list(path):
     """Paths named by a list file (.txt, .csv or .tsv), made absolute from its folder."""
     ext = os.path.splitext(path)[1].lower()
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise UserError(f"list file not found: {path!r}.")
+    if not os.path.isfile(path):  # a FIFO would block the read
+        raise UserError(f"list file {path!r} is not a regular file.")
     folder = os.path.dirname(os.path.abspath(path))
     entries = []  # (line number, path)
     try:
@@ -145,6 +147,8 @@ def _read_list(path):
                 rows = csv.reader(f, delimiter=_LIST_EXTENSIONS[ext])
                 header = [h.strip() for h in next(rows, [])]
                 column = _path_column(header, path)
+                if len(header) == 1 and _is_path(header[0], folder):
+                    entries.append((1, header[0]))  # a header-less one-column list: data
                 for row in rows:
                     if not any(cell.strip() for cell in row):
                         continue
@@ -158,6 +162,19 @@ def _read_list(path):
     if not entries:
         raise UserError(f"list file {path!r} names no images.")
     return [os.path.abspath(os.path.join(folder, os.path.expanduser(p))) for _, p in entries]
+
+
+_IMAGE_SUFFIXES = (".nii", ".nii.gz", ".npy", ".img", ".hdr", ".mgz")
+
+
+def _is_path(cell, folder):
+    """Whether the first cell of a one-column list is an image path rather than a column
+    name: not a known column name, and an image file name, a path with a separator, or an
+    existing file relative to the list's folder."""
+    if not cell or cell.lower() in _PATH_COLUMNS:
+        return False
+    return (cell.lower().endswith(_IMAGE_SUFFIXES) or "/" in cell or os.sep in cell
+            or os.path.isfile(os.path.join(folder, os.path.expanduser(cell))))
 
 
 def _path_column(header, path):
@@ -312,6 +329,13 @@ def _embed(args, reporter):
     weights = _check_weights(args.weights)
 
     paths = expand_inputs(args.inputs)
+    for p in paths:  # names are written as UTF-8: refused now, not after all the embedding
+        try:
+            p.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UserError(f"INPUT {p!r} has a file name that is not valid UTF-8 (the "
+                            "\\udcNN escapes stand for its undecodable bytes), so it cannot be "
+                            "written to the output's 'image' column; rename the file.") from None
     repeated = [p for p, k in collections.Counter(paths).items() if k > 1]
     if repeated:
         reporter.warn(f"{len(repeated)} input file(s) appear more than once (first: "

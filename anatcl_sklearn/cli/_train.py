@@ -129,7 +129,7 @@ def build_parser(prog="anatcl-sklearn train"):
     out.add_argument("--checkpoint-dir", metavar="DIR", default=None,
                      help="per-epoch resumable checkpoints (default OUTPUT/checkpoints)")
     out.add_argument("--force", action="store_true",
-                     help="replace a saved model already in OUTPUT")
+                     help="replace a model.safetensors, config.json or README.md already in OUTPUT")
     p.add_argument("--verbose", type=number(int, 0, 2), default=1,
                    help="0 silent, 1 a line per epoch (default), 2 more")
     return p
@@ -137,14 +137,16 @@ def build_parser(prog="anatcl-sklearn train"):
 
 def _check_outputs(args, parser):
     """Every output path is checked before any data is read or any epoch runs."""
-    from ..models._saved import CONFIG_NAME, WEIGHTS_NAME
+    from ..models._saved import existing_model_files
 
     output = Path(args.output).expanduser()
     if output.exists() and not output.is_dir():
         parser.error(f"--output {output}: a file is in the way; the output is a folder.")
-    if (output / WEIGHTS_NAME).exists() and (output / CONFIG_NAME).exists() and not args.force:
-        parser.error(f"--output {output} already holds a saved model; pass --force to replace "
-                     "it (per-epoch checkpoints resume either way).")
+    existing = existing_model_files(output)
+    if existing and not args.force:
+        parser.error(f"--output {output} already holds a saved model's files "
+                     f"({', '.join(existing)}); pass --force to replace them (per-epoch "
+                     "checkpoints resume either way).")
     target = output if output.exists() else output.parent
     if not os.access(target if target != Path("") else Path("."), os.W_OK):
         parser.error(f"--output {output}: '{target}' is not writable.")

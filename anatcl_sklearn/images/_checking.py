@@ -15,7 +15,14 @@ import nibabel as nib
 import numpy as np
 from nibabel.spatialimages import SpatialImage
 
-from ._files import affine_of, check_dtype, nifti_header, npy_header, zooms_of
+from ._files import (
+    affine_of,
+    check_dtype,
+    check_regular_file,
+    nifti_header,
+    npy_header,
+    zooms_of,
+)
 from ._grid import (
     OPENBHB_AFFINE,
     OPENBHB_SHAPE,
@@ -330,7 +337,8 @@ def _read_item(element, i, name):
     """Header of one list element as an _Item, plus its voxel size (or None)."""
     if isinstance(element, SpatialImage):
         check_dtype(np.dtype(element.get_data_dtype()), f"{name}[{i}] <image #{i}>")
-        return (_Item("image", element, tuple(element.shape), affine_of(element)),
+        return (_Item("image", element, tuple(element.shape),
+                      affine_of(element, f"{name}[{i}] <image #{i}>")),
                 zooms_of(element))
     if isinstance(element, (np.ndarray, *_tensor_types())):
         raise TypeError(
@@ -361,6 +369,7 @@ def _read_item(element, i, name):
         raise FileNotFoundError(f"{name}[{i}]: file not found: '{path}'.")
     if os.path.isdir(path):
         raise ValueError(f"{name}[{i}] '{path}' is a directory, not an image file.")
+    check_regular_file(path, f"{name}[{i}]")  # a FIFO would hang the header read
     if kind == "npy":
         return _Item("npy", path, npy_header(path, i, name)), None
     raw_shape, zooms, affine = nifti_header(path, i, name)

@@ -19,9 +19,17 @@ import nibabel as nib
 import numpy as np
 from nibabel.spatialimages import SpatialImage
 
-from ._grid import OPENBHB_AFFINE, OPENBHB_SHAPE, check_affine, check_shape
+from ._files import affine_of, check_regular_file
+from ._grid import (
+    MIN_COVERAGE,
+    OPENBHB_AFFINE,
+    OPENBHB_SHAPE,
+    check_affine,
+    check_coverage,
+    check_shape,
+)
 
-__all__ = ["INTERPOLATIONS", "conform_image", "split_4d"]
+__all__ = ["INTERPOLATIONS", "MIN_COVERAGE", "conform_image", "split_4d"]
 
 #: Interpolation names of :func:`conform_image` and their spline orders.
 INTERPOLATIONS = {"nearest": 0, "linear": 1, "cubic": 3}
@@ -40,6 +48,11 @@ def conform_image(img, shape=OPENBHB_SHAPE, affine=OPENBHB_AFFINE, interpolation
     113 output, or a reoriented copy), the result is an exact reordering with zero padding or
     cropping, bit for bit; otherwise it is interpolated (``interpolation``) and voxels outside
     the image's field of view are 0.
+
+    An image whose affine puts less than ``MIN_COVERAGE`` (75%) of its non-zero voxels inside
+    the target grid (a voxel counts when its centre lies within the grid's outer voxel faces)
+    is refused with a ValueError naming it: a native-space scan or a wrong origin would
+    otherwise conform to a blank, or silently cut, volume.
 
     Only the grid changes: a map from another pipeline (FSL-VBM, fMRIPrep, SPM) still differs
     from CAT12's in modulation, smoothing and template, which conforming cannot undo.
@@ -66,8 +79,9 @@ def conform_image(img, shape=OPENBHB_SHAPE, affine=OPENBHB_AFFINE, interpolation
     TypeError
         If ``img`` is an array or another type.
     ValueError
-        If ``img`` is 4-D with several volumes, has no affine, is damaged, or an argument is
-        invalid.
+        If ``img`` is 4-D with several volumes, has no affine or an invalid one (non-finite,
+        singular), is damaged, lies mostly outside
+        the target grid (see above), or an argument is invalid.
 
     Examples
     --------
@@ -85,10 +99,12 @@ def conform_image(img, shape=OPENBHB_SHAPE, affine=OPENBHB_AFFINE, interpolation
     affine = check_affine(affine)
     order = _interpolation_order(interpolation)
     label, img = _as_image(img, "img")
-    if img.affine is None:
+    source_affine = affine_of(img, f"img {label}")  # invalid: refused by name
+    if source_affine is None:
         raise ValueError(f"img {label} has no affine, so it cannot be placed on a grid.")
     data = _volume_data(img, label)
-    out = conform_data(data, img.affine, shape, affine, order)
+    check_coverage(data, source_affine, shape, affine, f"img {label}")
+    out = conform_data(data, source_affine, shape, affine, order)
     conformed = nib.Nifti1Image(out, affine.copy())
     conformed.header.set_xyzt_units("mm")
     return conformed
@@ -224,6 +240,7 @@ def _as_image(img, name, lazy=False):
         from ._files import load_nifti, verify_gzip
 
         path = os.path.abspath(os.path.expanduser(os.fspath(img)))
+        check_regular_file(path, name)
         if not lazy:
             return f"'{path}'", load_nifti(path, name)
         if path.lower().endswith(".gz"):

@@ -10,15 +10,17 @@ garbage without an error.
 import gzip
 import math
 import os
+import stat
 import zlib
 
 import nibabel as nib
 import numpy as np
 from nibabel.arrayproxy import ArrayProxy
 
-from ..exceptions import ImageReadError
+from ..exceptions import GridWarning, ImageReadError, warn
+from ._grid import check_affine
 
-__all__ = ["ImageReadError", "check_dtype", "gz_file_of", "load_nifti", "nifti_header", "npy_header",
+__all__ = ["ImageReadError", "check_dtype", "check_regular_file", "gz_file_of", "load_nifti", "nifti_header", "npy_header",
            "verify_gzip"]
 
 # Chunk size of the streaming gzip check of split_4d.
@@ -34,12 +36,29 @@ def _damaged(name, path, exc):
     )
 
 
+def check_regular_file(path, what):
+    """Refuse, by name and before any open, a path that is not a regular file (a FIFO, a
+    socket, a device): opening or reading one would block or never end. A missing file is
+    left to the caller's FileNotFoundError."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe)"
+                if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file")
+        raise ValueError(f"{what} '{path}' is {kind}, not a regular file; expected an image "
+                         "file (NIfTI or .npy) on disk.")
+
+
 def load_nifti(path, name="X"):
     """A nibabel image of a NIfTI file, fully read; a ``.nii.gz`` is checked against its CRC.
 
     Errors name the file: ValueError for a damaged or unreadable file, FileNotFoundError
     when it is missing.
     """
+    check_regular_file(path, name)
     if not path.lower().endswith(".gz"):
         try:
             img = nib.load(path, mmap=False)
@@ -69,6 +88,7 @@ def load_nifti(path, name="X"):
 
 def verify_gzip(path, name="X"):
     """Read a gzip file to its end in chunks (constant memory), so its CRC is checked."""
+    check_regular_file(path, name)
     try:
         with gzip.open(path, "rb") as fh:
             while fh.read(_GZIP_CHUNK):
@@ -86,6 +106,7 @@ def gz_file_of(dataobj):
 
 
 def npy_header(path, i, name):
+    check_regular_file(path, f"{name}[{i}]")
     fmt = np.lib.format
     try:
         with open(path, "rb") as fh:
@@ -115,6 +136,7 @@ def npy_header(path, i, name):
 
 
 def nifti_header(path, i, name):
+    check_regular_file(path, f"{name}[{i}]")
     try:
         img = nib.load(path)  # parses the header; voxels stay on disk
     except (FileNotFoundError, PermissionError, MemoryError):
@@ -135,17 +157,31 @@ def nifti_header(path, i, name):
                 f"{name}[{i}] '{path}' is truncated: its header announces {shape} voxels of "
                 f"{dtype} ({expected} bytes with the header) but the file has {file_size} bytes."
             )
-    return shape, zooms_of(img), affine_of(img)
+    return shape, zooms_of(img), affine_of(img, f"{name}[{i}] '{path}'")
 
 
-def affine_of(img):
+def affine_of(img, what="the image"):
+    """The image's affine, checked (:func:`~._grid.check_affine`: a non-finite, singular or
+    malformed affine is a ValueError naming ``what``), or None when it has none. A NIfTI
+    header with neither a qform nor an sform code places the voxels on nibabel's made-up
+    affine: a GridWarning says so."""
     affine = getattr(img, "affine", None)
     if affine is None:
         return None
-    affine = np.asarray(affine, dtype=np.float64)
-    if affine.shape != (4, 4) or not np.isfinite(affine).all() \
-            or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        return None  # a broken header affine says nothing about orientation
+    try:
+        affine = check_affine(affine, f"the affine of {what}")
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+    header = getattr(img, "header", None)
+    try:
+        uncoded = int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0
+    except (TypeError, KeyError, ValueError, IndexError):
+        uncoded = False  # not a NIfTI header: no codes to read
+    if uncoded:
+        warn(f"{what} has no orientation codes (qform_code = sform_code = 0): its voxels are "
+             "placed on nibabel's default affine, which says nothing about orientation or "
+             "origin. Set its qform/sform (e.g. fslorient or nibabel) if this is not intended.",
+             GridWarning)
     return affine
 
 

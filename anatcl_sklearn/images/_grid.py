@@ -91,6 +91,36 @@ def check_affine(affine, name="affine"):
     return out
 
 
+#: An image is refused when less than this fraction of its non-zero voxels lands inside the
+#: target grid (conform_image and conform=True): a native-space scan or a wrong origin would
+#: otherwise conform to a blank or half-cut volume.
+MIN_COVERAGE = 0.75
+
+
+def check_coverage(data, source_affine, shape, affine, label):
+    """Refuse (ValueError naming ``label``) a volume whose affine puts less than
+    :data:`MIN_COVERAGE` of its non-zero voxels inside the target grid (a voxel is inside
+    when its centre falls within the grid's outer voxel faces). An all-zero volume is not
+    judged here."""
+    ijk = np.flatnonzero(np.asarray(data).reshape(-1, order="C"))
+    if ijk.size == 0:
+        return
+    if ijk.size > 200_000:  # a regular subsample: the fraction, not every voxel
+        ijk = ijk[:: ijk.size // 200_000 + 1]
+    idx = np.stack(np.unravel_index(ijk, np.shape(data)), axis=1).astype(np.float64)
+    m = np.linalg.inv(np.asarray(affine, float)) @ np.asarray(source_affine, float)
+    t = idx @ m[:3, :3].T + m[:3, 3]
+    inside = np.all((t >= -0.5) & (t <= np.asarray(shape, float) - 0.5), axis=1)
+    fraction = float(inside.mean())
+    if fraction < MIN_COVERAGE:
+        raise ValueError(
+            f"{label}: only {100 * fraction:.1f}% of its non-zero voxels lie inside the target "
+            f"grid ({_grid_text(tuple(shape), affine)}); at least {100 * MIN_COVERAGE:g}% must. "
+            "Its affine places it elsewhere (a native-space scan, a wrong origin): register "
+            "it to MNI space (e.g. CAT12's mwp1 output) or fix its affine."
+        )
+
+
 def check_shape(shape, name="shape"):
     """A tuple of 3 positive Python ints, or an error naming ``name``."""
     try:

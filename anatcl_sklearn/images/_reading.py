@@ -3,9 +3,8 @@
 :func:`~anatcl_sklearn.images.check_images` validates headers and builds a collection; the
 estimator then reads one float32 volume at a time with :meth:`ImageCollection.load`, so a
 cohort of thousands of files never sits in memory. A collection may carry a target grid
-(``conform=True``): each volume is then conformed (:mod:`._conform`) as it is read.
-
-Files are read by :mod:`._files` (a ``.nii.gz`` checked against its gzip checksum).
+(``conform=True``): each volume is then conformed (:mod:`._conform`) as it is read. Files
+are read by :mod:`._files` (a ``.nii.gz`` checked against its gzip checksum).
 """
 
 import math
@@ -15,7 +14,7 @@ from typing import NamedTuple
 import nibabel as nib
 import numpy as np
 
-from ._conform import _VolumeProxy, conform_data
+from ._conform import _VolumeProxy, check_coverage, conform_data
 from ._files import ImageReadError, gz_file_of, load_nifti
 from ._identity import array_identity, item_identity
 
@@ -349,7 +348,11 @@ class _ItemImages(ImageCollection):
         # the stored voxels decide: conforming them first would only cost time
         for pos in self._positions:
             if eager_files or self._in_memory_at(pos):
-                self._check_volume_finite(self._read(pos, conform=False), pos)
+                volume, item = self._read(pos, conform=False), self._items[pos]
+                self._check_volume_finite(volume, pos)
+                if self.conformed and item.affine is not None:  # off the grid: refused now
+                    check_coverage(volume, item.affine, self.shape, self.affine,
+                                   f"{self._name}: {_label(self._source_at(pos))}")
 
     def _read(self, pos, conform=True):
         item = self._items[pos]
@@ -382,21 +385,18 @@ class _ItemImages(ImageCollection):
                 if raw.dtype.kind == "f" and not np.isfinite(raw).all():
                     # interpolation would smear NaN over neighbours: report it as it is
                     return np.full(self.shape, np.nan, dtype=np.float32)
+                check_coverage(raw, item.affine, self.shape, self.affine, f"{self._name}: {source}")
                 return conform_data(raw, item.affine, self.shape, self.affine, self._order)
             if item.kind == "nifti":
-                # Freshly read, usually Fortran-ordered: one copy makes it C-contiguous.
-                return np.ascontiguousarray(raw, dtype=np.float32)
+                return np.ascontiguousarray(raw, dtype=np.float32)  # usually Fortran-ordered
             # A memory map of the .npy, or the user's image data: always copy.
             return np.array(raw, dtype=np.float32, order="C")
 
     def _read_raw(self, item):
         if item.kind == "npy":
             return np.load(item.obj, mmap_mode="r")
-        # Stored dtype (scaled when the header says so); _read casts to float32, or the
-        # conforming's first pass does, at a fraction of the cost for integer maps.
-        if item.kind == "nifti":
-            # Read whole (mmap=False: the array is ours, not a view of the file); a .nii.gz
-            # is checked against its gzip CRC.
+        # Stored dtype (scaled as the header says); _read or conforming casts it to float32.
+        if item.kind == "nifti":  # read whole (ours, not a view of the file), .gz CRC-checked
             return np.asanyarray(load_nifti(item.obj, self._name).dataobj)
         dataobj = item.obj.dataobj
         gz_path = gz_file_of(dataobj)

@@ -9,7 +9,6 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..exceptions import warn
@@ -139,7 +138,7 @@ def load_checkpoint(
     else:
         model.load_state_dict(state_dict, strict=False)
     model.input_shape = _recorded_input_shape(checkpoint)
-    model.input_affine = _recorded_input_affine(checkpoint) if model.input_shape else None
+    model.input_affine = _recorded_input_affine(checkpoint, source) if model.input_shape else None
     if isinstance(map_location, (str, torch.device)):
         model.to(map_location)
     return model.eval()
@@ -155,19 +154,19 @@ def _recorded_input_shape(checkpoint):
     return None
 
 
-def _recorded_input_affine(checkpoint):
-    """The training grid's affine a checkpoint records in ``opts.input_affine`` (or None)."""
+def _recorded_input_affine(checkpoint, source):
+    """The training grid's affine a checkpoint records in ``opts.input_affine`` (or None);
+    an invalid one (non-finite, singular, not 4x4) is refused by name, as loading would."""
+    from ..images._grid import check_affine
+
     opts = checkpoint.get("opts") if isinstance(checkpoint, Mapping) else None
     affine = opts.get("input_affine") if isinstance(opts, Mapping) else getattr(opts, "input_affine", None)
     if affine is None:
         return None
     try:
-        affine = np.asarray(affine, dtype=np.float64)
-    except (TypeError, ValueError):
-        return None
-    if affine.shape != (4, 4) or not np.isfinite(affine).all():
-        return None
-    return affine
+        return check_affine(affine, f"the input_affine recorded in {source}")
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _safe_torch_load(path, map_location):

@@ -78,23 +78,36 @@ def _read_opts(path):
             if v is None or isinstance(v, (bool, int, float, str, list, tuple))}
 
 
-def official_model_dir(name, fold, checkpoint_path, entry):
+def official_model_dir(name, fold, checkpoint_path, entry, source_sha256=None):
     """The converted folder of an official checkpoint, converted on first use.
 
-    The folder sits beside the downloaded file (``<cache>/<name>_fold<k>/``). A folder whose
-    weights no longer match its config's digest is converted again, once, from the checked
-    download.
+    The folder sits beside the downloaded file (``<cache>/<name>_fold<k>/``) and records, in
+    its config's ``training.source_sha256``, the SHA-256 of the verified download it was
+    converted from. It is used only when that digest is ``source_sha256`` (the verified
+    digest of ``checkpoint_path``, hashed here when not given) and its weights match its
+    config; otherwise (the download was replaced, the folder was damaged, planted or made by
+    another version) it is converted again from the checked download.
     """
-    folder = Path(checkpoint_path).with_suffix("")
+    from ._digest import file_sha256
+
+    checkpoint_path = Path(checkpoint_path)
+    if source_sha256 is None:
+        source_sha256 = file_sha256(checkpoint_path)
+    folder = checkpoint_path.with_suffix("")
     extra = dict(method="anatcl", official_name=name, fold=int(fold),
                  description=entry.get("description"),
                  data="OpenBHB (healthy subjects), CAT12 VBM maps, 121x145x121 at 1.5 mm",
-                 source_url=entry["urls"][fold])
+                 source_url=entry["urls"][fold], source_sha256=source_sha256)
     if is_model_dir(folder):
         try:
-            return load_model_dir(folder)[0]
+            model, config = load_model_dir(folder)
         except ValueError:
             pass  # damaged or from another version: convert again below
+        else:
+            training = config.get("training")
+            if isinstance(training, Mapping) and training.get("source_sha256") == source_sha256:
+                return model
+            # converted from another file (or not by us): convert again below
     convert_checkpoint(checkpoint_path, folder, arch=entry["arch"], out_dim=entry["out_dim"],
                        extra=extra)
     return load_model_dir(folder)[0]

@@ -17,12 +17,18 @@ from .._atomic import new_file_mode
 from ._anatcl_model import AnatCLModel
 from ._checkpoint import load_checkpoint
 from ._digest import file_sha256, read_digest, write_digest
-from ._transfer import FetchFailed, fetch_with_retries
+from ._transfer import (
+    URL_ENV_VAR,
+    FetchFailed,
+    archive_damage,
+    check_not_html,
+    fetch_error,
+    fetch_with_retries,
+)
 
 __all__ = ["OFFICIAL_WEIGHTS", "fetch_official_weights", "resolve_pretrained"]
 
 CACHE_ENV_VAR = "ANATCL_SKLEARN_CACHE"
-URL_ENV_VAR = "ANATCL_SKLEARN_WEIGHTS_URL"
 
 _N_FOLDS = 5
 # Partial downloads left by a killed process are removed after this long.
@@ -150,6 +156,11 @@ def fetch_official_weights(name, fold=0, *, cache_dir=None, url=None, progress=T
     version or an interrupted run left it) is downloaded again, once, with a
     one-line note on standard error. A file that passes is returned without
     any network access.
+
+    A download that is a damaged zip archive (``torch.save``'s format:
+    truncated, or a member failing its CRC-32) is refused before it enters
+    the cache and downloaded again, once; damaged twice, it is an OSError
+    and nothing is kept.
 
     Downloads are tried 3 times with a short pause in between; over HTTP(S)
     a retry resumes where the previous attempt stopped when the server
@@ -303,22 +314,30 @@ def _download(source, target, expected, progress, label, problem):
             f"trust it, record its digest by running `sha256sum {target.name} > "
             f"{target.name}.sha256` in '{cache}'."
         )
+    os.close(fd)
     try:
-        try:
-            with os.fdopen(fd, "r+b") as out:
-                fetch_with_retries(source, out, progress, label)
+        for attempt in (1, 2):
+            with open(part, "r+b") as out:
+                out.truncate()  # a second try starts from zero
+                try:
+                    fetch_with_retries(source, out, progress, label)
+                except FetchFailed as exc:
+                    raise fetch_error(exc, source, label, target, stale) from exc.reason
                 out.flush()
                 os.fsync(out.fileno())
-        except FetchFailed as exc:
-            tries = f" after {exc.attempts} attempts" if exc.attempts > 1 else ""
-            raise OSError(
-                f"Could not download the AnatCL weights {label} from {source}"
-                f"{tries}: {exc.reason}. Download the file by hand (e.g. with a "
-                "browser) and pass its path as url= (or in the "
-                f"{URL_ENV_VAR} environment variable): it is then copied to "
-                f"'{target}' with its SHA-256 recorded.{stale}"
-            ) from exc.reason
-        _check_not_html(part, source, target)
+            check_not_html(part, source, target)
+            damage = archive_damage(part)
+            if damage is None:
+                break
+            if attempt == 2:
+                raise OSError(
+                    f"Refused to cache '{target}': the AnatCL weights {label} downloaded "
+                    f"from {source} were damaged twice ({damage}). Nothing was kept. Try "
+                    "again later, or download the file by hand and pass its path as url= "
+                    f"(or in the {URL_ENV_VAR} environment variable).{stale}"
+                )
+            _note(f"anatcl_sklearn: the download from {source} is damaged ({damage}); "
+                  "downloading it again.")
         actual = file_sha256(part)
         if expected is not None and actual != expected:
             damaged = (
@@ -339,22 +358,6 @@ def _download(source, target, expected, progress, label, problem):
     finally:
         part.unlink(missing_ok=True)
     write_digest(target, hexdigest=actual)
-
-
-def _check_not_html(path, source, target):
-    # A login wall or error page can come back with status 200; caching it
-    # would only defer the failure to an obscure unpickling error.
-    with open(path, "rb") as fh:
-        head = fh.read(512).lstrip().lower()
-    if not head:
-        raise OSError(f"The download from {source} is empty; nothing was cached in '{target}'.")
-    if head.startswith((b"<!doctype", b"<html", b"<?xml", b"<head")):
-        raise OSError(
-            f"The download from {source} is a web page, not a checkpoint; "
-            f"nothing was cached in '{target}'. Download the weights by hand "
-            "(e.g. with a browser, after signing in if the page asks) and pass "
-            f"their path as url= (or in the {URL_ENV_VAR} environment variable)."
-        )
 
 
 def resolve_pretrained(pretrained, *, fold=0, arch="resnet18"):
@@ -424,7 +427,9 @@ def resolve_pretrained(pretrained, *, fold=0, arch="resnet18"):
                 f"got arch={arch!r}."
             )
         path = fetch_official_weights(pretrained, fold)
-        return official_model_dir(pretrained, fold, path, entry)
+        # the digest the download was just verified against
+        verified = _expected_sha256(pretrained, fold) or read_digest(path)
+        return official_model_dir(pretrained, fold, path, entry, source_sha256=verified)
     if is_hub_spec(pretrained):
         return _from_saved(load_model_dir(download_from_hub(pretrained)))
     if isinstance(pretrained, (str, os.PathLike)):

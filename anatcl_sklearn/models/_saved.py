@@ -101,6 +101,13 @@ def save_model_dir(directory, model, config, card):
     return full
 
 
+def existing_model_files(directory):
+    """The saved-model files (weights, config, card) already at ``directory``, in that order:
+    any of them, a link included, means writing there needs ``--force``."""
+    return [n for n in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME)
+            if os.path.lexists(os.path.join(os.fspath(directory), n))]
+
+
 def _prepare_dir(directory):
     if not isinstance(directory, (str, os.PathLike)):
         raise TypeError(f"directory must be a path; got {type(directory).__name__}.")
@@ -124,9 +131,9 @@ def _input_section(shape, affine):
         shape, affine = OPENBHB_SHAPE, OPENBHB_AFFINE  # the released weights' grid
     section = dict(shape=[int(s) for s in shape], affine=None, voxel_size=None, orientation=None)
     if affine is not None:
-        from ..images._grid import axcodes, zooms_of_affine
+        from ..images._grid import axcodes, check_affine, zooms_of_affine
 
-        affine = np.asarray(affine, dtype=np.float64)
+        affine = check_affine(affine, "the model's input_affine")  # never written invalid
         section.update(affine=affine.tolist(), voxel_size=list(zooms_of_affine(affine)),
                        orientation=axcodes(affine))
     return section

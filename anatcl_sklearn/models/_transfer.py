@@ -15,10 +15,16 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
+import zlib
 
 from ..exceptions import FetchFailed
 
-__all__ = ["FetchFailed", "fetch_with_retries"]
+__all__ = ["URL_ENV_VAR", "FetchFailed", "archive_damage", "check_not_html", "fetch_error",
+           "fetch_with_retries"]
+
+#: The environment variable naming a mirror or a local copy of the official weights.
+URL_ENV_VAR = "ANATCL_SKLEARN_WEIGHTS_URL"
 
 _TIMEOUT_S = 60
 _CHUNK_BYTES = 1 << 20
@@ -146,3 +152,54 @@ class _Progress:
             size += f" / {total / 1e6:.1f} MB ({100 * done / total:.0f}%)"
         sys.stderr.write(f"\rDownloading AnatCL weights {self.label}: {size}")
         sys.stderr.flush()
+
+
+def archive_damage(path):
+    """Why a downloaded torch zip archive is damaged (truncated, a bad CRC), or None.
+
+    ``torch.save`` writes a zip archive (the released weights are one): its central
+    directory and every member's CRC-32 are checked, so a damaged download is refused
+    before it enters the cache, even when the registry lists no digest. Files in another
+    format are not judged here.
+    """
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"PK\x03\x04":
+            return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError,
+            NotImplementedError, zlib.error) as exc:
+        return f"not a complete zip archive: {exc}"
+    except OSError as exc:
+        return f"unreadable zip archive: {exc}"
+    if bad is not None:
+        return f"member {bad!r} fails its CRC check"
+    return None
+
+
+def fetch_error(exc, source, label, target, stale):
+    tries = f" after {exc.attempts} attempts" if exc.attempts > 1 else ""
+    return OSError(
+        f"Could not download the AnatCL weights {label} from {source}"
+        f"{tries}: {exc.reason}. Download the file by hand (e.g. with a "
+        "browser) and pass its path as url= (or in the "
+        f"{URL_ENV_VAR} environment variable): it is then copied to "
+        f"'{target}' with its SHA-256 recorded.{stale}"
+    )
+
+
+def check_not_html(path, source, target):
+    # A login wall or error page can come back with status 200; caching it
+    # would only defer the failure to an obscure unpickling error.
+    with open(path, "rb") as fh:
+        head = fh.read(512).lstrip().lower()
+    if not head:
+        raise OSError(f"The download from {source} is empty; nothing was cached in '{target}'.")
+    if head.startswith((b"<!doctype", b"<html", b"<?xml", b"<head")):
+        raise OSError(
+            f"The download from {source} is a web page, not a checkpoint; "
+            f"nothing was cached in '{target}'. Download the weights by hand "
+            "(e.g. with a browser, after signing in if the page asks) and pass "
+            f"their path as url= (or in the {URL_ENV_VAR} environment variable)."
+        )
