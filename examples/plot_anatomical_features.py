@@ -13,8 +13,7 @@ anatomy itself, no image needed.
 
 By default the measures are **synthetic** (``make_synthetic_brains(cohort="abide")``);
 they follow a simple model of ageing, so the numbers only show the method at work.
-Run as shipped (no environment variable), it took 72 s on two CPU cores (measured once, the
-cores shared with other work).
+Run as shipped (no environment variable), it took 30 s on two idle CPU cores (measured once).
 
 Environment variables (all optional):
 

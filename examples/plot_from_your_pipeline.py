@@ -55,8 +55,8 @@ OpenBHB's grid, writes them as each pipeline would (a CAT12 ``bb = 12`` crop, an
 close each comes to the original, then embeds them all with a **randomly initialised
 encoder** saved in the checkpoint format -- not the released weights, so the embeddings
 say nothing but how far each pipeline's grid moves them -- and runs the equivalent
-``anatcl-sklearn embed`` command. Run as shipped, it took 37 s on two CPU cores (measured
-once, the cores shared with other work), most of it running 24 full-size volumes through the
+``anatcl-sklearn embed`` command. Run as shipped, it took 20 s on two idle CPU cores (measured
+once), most of it running 24 full-size volumes through the
 ResNet-18.
 
 Environment variables (all optional):

@@ -15,8 +15,7 @@ metadata, so scikit-learn must slice them along with ``X`` in every split.
 ``sklearn.config_context(enable_metadata_routing=True)``.
 
 By default the example runs on **synthetic brains**. Run as shipped (no environment
-variable), it took 4 minutes on two CPU cores (measured once, the cores shared with other
-work).
+variable), it took 1 min 48 s on two idle CPU cores (measured once).
 
 Environment variables (all optional):
 

@@ -27,8 +27,7 @@ This example needs no download. By default it writes a folder of **synthetic** N
 files, makes its own checkpoint in the released file format by a short pretraining on
 other synthetic brains, and embeds the folder with it. The figure shows the embeddings
 against age; the numbers say nothing about the released weights.
-Run as shipped (no environment variable), it took 75 s on two CPU cores (measured once, the
-cores shared with other work).
+Run as shipped (no environment variable), it took 27 s on two idle CPU cores (measured once).
 
 Environment variables (all optional):
 
