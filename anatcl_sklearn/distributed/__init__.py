@@ -5,14 +5,14 @@
 - :class:`DistributedContrastiveLoss`: the AnatCL, y-Aware, ExpW and SimCLR losses of this
   rank's anchors against the all-gathered global batch, scaled so that DDP's gradient
   averaging gives exactly the single-process gradient;
-The loss and the gather live in :mod:`anatcl_sklearn.losses` (``losses/_distributed.py``,
-``losses/_gather.py``) and the command in :mod:`anatcl_sklearn.cli._train`
-(``anatcl-sklearn train``); the names below are aliases kept here.
-
 - ``python -m anatcl_sklearn.distributed``: a command line over the one training engine,
   :meth:`AnatCLEmbedder.fit <anatcl_sklearn.AnatCLEmbedder.fit>`, which detects torchrun and
   trains with DistributedDataParallel (``distributed="auto"``); rank 0 writes a saved-model
   folder (and, on request, the released ``.pth`` layout).
+
+The loss and the gather live in :mod:`anatcl_sklearn.losses` (``losses/_distributed.py``,
+``losses/_gather.py``) and the command is ``anatcl-sklearn train`` (``cli/_train.py``); the
+names here are aliases kept for old imports and for ``torchrun -m anatcl_sklearn.distributed``.
 
 Launch on N machines with G GPUs each (the same command on every machine)::
 
