@@ -380,7 +380,9 @@ cli_output = OUTPUT / "cli_embeddings.csv"
 argv = ["embed", str(OUTPUT / "cat12" / "mri" / "mwp1*.nii"), str(FSL_MERGED), "--conform",
         "--weights", str(WEIGHTS), "--fold", str(FOLD), "--batch-size", str(BATCH_SIZE),
         "--output", str(cli_output), "--force"]
-print("anatcl-sklearn " + " ".join(f"'{a}'" if "*" in a else a for a in argv))
+shown = [a.replace(str(OUTPUT) + os.sep, "") for a in argv]  # paths as seen from that folder
+print("In the example's output folder: anatcl-sklearn "
+      + " ".join(f"'{a}'" if "*" in a else a for a in shown))
 status = anatcl_sklearn_cli(argv)
 assert status == 0, f"anatcl-sklearn embed exited with status {status}"
 table = pd.read_csv(cli_output)

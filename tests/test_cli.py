@@ -138,7 +138,7 @@ def test_flag_words_turn_parameters_into_flags():
 def test_module_entry_point_help_and_errors_without_a_traceback():
     out = subprocess.run([sys.executable, "-m", "anatcl_sklearn", "--help"],
                          capture_output=True, text=True, timeout=120, check=False)
-    assert out.returncode == 0 and "{demo,embed,convert,synthetic" in out.stdout
+    assert out.returncode == 0 and "{" + ",".join(COMMANDS) + "}" in out.stdout
     out = subprocess.run([sys.executable, "-m", "anatcl_sklearn", "--epochs", "0"],
                          capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 2 and "--epochs must be at least 1" in out.stderr
