@@ -1,7 +1,7 @@
 """Command line: pretrain AnatCL and probe the embeddings (``python -m anatcl_sklearn``).
 
 With no data path it runs on synthetic brains (96 subjects on a 32x38x32 grid, 12 epochs: about
-35 s on two CPU cores); with ``--openbhb DIR`` it runs on OpenBHB's training split at full size.
+39 s on two idle CPU cores); with ``--openbhb DIR`` it runs on OpenBHB's training split at full size.
 """
 
 import argparse
