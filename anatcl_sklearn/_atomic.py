@@ -7,14 +7,95 @@ alone gives 0600), and renamed onto the target with :func:`os.replace`. The rena
 the target path itself: a symbolic link planted there is replaced, never written through.
 On any failure, interrupts included, the temporary file is removed and the target is left as
 it was.
+
+A process killed outright (``kill -9``, the out-of-memory killer, a lost node) cannot remove
+its temporary file, which may be a whole checkpoint. So temporary files carry a recognisable
+name, ``.anatcl-tmp.<pid>.<host>.<target>.<random>.tmp``, and each write sweeps the stale ones
+of that name from its folder (:func:`sweep_stale_temporaries`): unmodified for
+:data:`STALE_AFTER_S` and written by a process of this host that no longer exists (another
+host's, whose process cannot be checked from here: unmodified for :data:`STALE_FOREIGN_AFTER_S`).
+A write in flight, this run's or a concurrent one's, is never removed, nor any file without
+that name (a user's own ``foo.tmp``).
 """
 
 import os
+import re
+import socket
+import stat
 import tempfile
+import time
 from pathlib import Path
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "current_umask",
-           "new_file_mode"]
+__all__ = ["STALE_AFTER_S", "STALE_FOREIGN_AFTER_S", "TEMP_PREFIX", "atomic_write",
+           "atomic_write_bytes", "atomic_write_text", "current_umask", "new_file_mode",
+           "sweep_stale_temporaries"]
+
+#: The name every temporary file of :func:`atomic_write` starts with.
+TEMP_PREFIX = ".anatcl-tmp."
+#: Seconds a temporary file of a dead process of this host stays before it is swept.
+STALE_AFTER_S = 15 * 60
+#: Seconds a temporary file written on another host stays before it is swept.
+STALE_FOREIGN_AFTER_S = 24 * 60 * 60
+_TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"(\d+)\.([A-Za-z0-9-]*)\..*\.tmp\Z",
+                        re.DOTALL)
+
+
+def _host():
+    """This host's name as it appears in a temporary file's name: [A-Za-z0-9-], <= 32."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:32]
+
+
+def _process_gone(pid):
+    """Whether no process ``pid`` exists on this host (False when it cannot be told)."""
+    if os.name != "posix" or pid <= 0:
+        return False  # on Windows, os.kill(pid, 0) would signal the process
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # PermissionError: another user's live process
+        return False
+    return False
+
+
+def sweep_stale_temporaries(folder, *, now=None):
+    """Remove the stale temporary files :func:`atomic_write` left in ``folder``.
+
+    Only regular files named ``.anatcl-tmp.<pid>.<host>.<...>.tmp`` are considered: one is
+    removed when unmodified for :data:`STALE_AFTER_S` seconds and process ``pid`` of this host
+    is gone, or, written on another host, when unmodified for :data:`STALE_FOREIGN_AFTER_S`.
+    Never raises: a file that cannot be examined or removed is left.
+
+    Returns
+    -------
+    removed : list of pathlib.Path
+    """
+    now = time.time() if now is None else now
+    host = _host()
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMP_NAME.match(entry.name)
+        if match is None:
+            continue
+        try:
+            info = entry.stat(follow_symlinks=False)
+            if not stat.S_ISREG(info.st_mode):
+                continue
+            age = now - info.st_mtime
+            if match.group(2) == host:
+                stale = age > STALE_AFTER_S and _process_gone(int(match.group(1)))
+            else:
+                stale = age > STALE_FOREIGN_AFTER_S
+            if stale:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except (OSError, ValueError):
+            continue
+    return removed
 
 
 def current_umask():
@@ -52,7 +133,12 @@ def atomic_write(target, write):
     target : pathlib.Path
     """
     target = Path(target)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    sweep_stale_temporaries(target.parent)
+    # The target's name is only a hint for a reader of the folder: cut, the name stays
+    # within the file system's 255 bytes.
+    hint = target.name[:100]
+    prefix = f"{TEMP_PREFIX}{os.getpid()}.{_host()}.{hint}."
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=prefix, suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
