@@ -23,6 +23,7 @@ from anatcl_sklearn.models import (
     load_checkpoint,
     resolve_pretrained,
 )
+from anatcl_sklearn.models._checkpoint import _safe_torch_load
 
 SMALL = (24, 28, 24)
 FULL = (121, 145, 121)
@@ -329,6 +330,23 @@ def test_malicious_pickle_is_refused_and_never_executed(tmp_path, writer):
             opened = pickle.load(fh)["model"]
         opened.close()
         assert marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_a_plain_pickle_is_refused_as_not_a_checkpoint(tmp_path, protocol):
+    path = tmp_path / "features.pkl"
+    with open(path, "wb") as fh:
+        pickle.dump({"model": [1.0, 2.0]}, fh, protocol=protocol)
+    with pytest.raises(ValueError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert f"'{path}' is not a torch checkpoint" in message
+    assert f"plain Python pickle (protocol {protocol})" in message and "torch.save" in message
+    assert "Unsupported operand" not in message and "damaged" not in message
+    # A legacy (non-zip) torch.save file is a pickle too, and still loads.
+    legacy = tmp_path / "legacy.pth"
+    torch.save({"w": torch.ones(2)}, legacy, _use_new_zipfile_serialization=False)
+    assert torch.equal(_safe_torch_load(legacy, "cpu")["w"], torch.ones(2))
 
 
 def test_missing_and_unexpected_keys_are_listed(trained_state):

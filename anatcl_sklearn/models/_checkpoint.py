@@ -13,6 +13,11 @@ import torch
 
 from ..exceptions import warn
 from ._anatcl_model import AnatCLModel
+from ._checkpoint_head import (
+    _check_looks_like_checkpoint,
+    _plain_pickle_message,
+    _plain_pickle_protocol,
+)
 from ._resnet3d import ARCHITECTURES
 
 __all__ = ["load_checkpoint"]
@@ -177,71 +182,20 @@ def _safe_torch_load(path, map_location):
         with _allow_globals():
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
+        if _refused_global(exc) is None and (protocol := _plain_pickle_protocol(path)):
+            raise ValueError(_plain_pickle_message(path, protocol)) from exc
         raise ValueError(_refusal_message(path, exc)) from exc
     except OSError:
         raise  # e.g. permission denied: the system's message names the file
     except Exception as exc:
+        if protocol := _plain_pickle_protocol(path):
+            raise ValueError(_plain_pickle_message(path, protocol)) from exc
         # The weights-only unpickler reports malformed input with assorted
         # exception types (RuntimeError, EOFError, IndexError, ...).
         raise ValueError(
             f"Could not read '{path}' as a PyTorch checkpoint (is it truncated "
             f"or damaged?): {_first_line(exc).rstrip('.')}. Download or copy it again."
         ) from exc
-
-
-# torch.save writes a zip archive; files from torch < 1.6 (or saved with
-# _use_new_zipfile_serialization=False) are a pickle, protocol 2 or more, whose
-# first byte is the PROTO opcode; torch < 0.4 wrote tar archives.
-_ZIP_MAGIC = b"PK\x03\x04"
-_PICKLE_PROTO = b"\x80"
-_HEAD_BYTES = 512
-
-
-def _check_looks_like_checkpoint(path):
-    """Refuse, from its first bytes, a file that cannot be a torch checkpoint."""
-    with open(path, "rb") as fh:
-        head = fh.read(_HEAD_BYTES)
-    if head.startswith((_ZIP_MAGIC, _PICKLE_PROTO)) or head[257:262] == b"ustar":
-        return
-    raise ValueError(
-        f"'{path}' is not a torch checkpoint: it {_describe_head(head)}. A "
-        "checkpoint written by torch.save starts with a zip header (PK) or a "
-        "pickle header; download or copy the file again, or pass the right one."
-    )
-
-
-def _describe_head(head):
-    if not head:
-        return "is empty"
-    stripped = head.lstrip().lower()
-    if stripped.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or (
-        stripped.startswith(b"<") and b"<html" in stripped
-    ):
-        return (
-            "looks like an HTML page (a login or error page saved in place of "
-            "the weights?)"
-        )
-    text = _as_text(head)
-    if text is not None and text.startswith("version https://git-lfs"):
-        return "is a Git LFS pointer, not the file it stands for (run `git lfs pull`)"
-    if text is not None:
-        first = text.strip().splitlines()[0] if text.strip() else text
-        shown = first[:40] + ("..." if len(first) > 40 else "")
-        return f"is a text file starting with {shown!r}"
-    return f"starts with bytes {head[:8].hex(' ')}"
-
-
-def _as_text(head):
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        # A multi-byte character cut by the end of the read is still text.
-        if exc.start < len(head) - 3:
-            return None
-        text = head[: exc.start].decode("utf-8")
-    if all(c.isprintable() or c in "\t\n\r\f\v" for c in text):
-        return text
-    return None
 
 
 # torch names the refused callable as "GLOBAL module.name" (torch >= 2.4);
