@@ -2,6 +2,7 @@
 conversion of torch checkpoints, the official weights read from safetensors, the Hub."""
 
 import argparse
+import errno
 import json
 import os
 import pickle
@@ -269,6 +270,41 @@ def test_official_weights_are_converted_once_then_read_from_safetensors(tmp_path
     third = resolve_pretrained("anatcl-global", fold=1)
     with torch.no_grad():
         torch.testing.assert_close(third.encode(x), model.encode(x), rtol=0, atol=0)
+
+
+def test_a_read_only_cache_without_the_conversion_gives_the_read_only_advice(
+    tmp_path, monkeypatch
+):
+    import shutil
+
+    from anatcl_sklearn.models import _saved
+
+    source = _released_checkpoint(tmp_path / "release.pth", AnatCLModel())
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ANATCL_SKLEARN_CACHE", str(cache))
+    monkeypatch.setenv("ANATCL_SKLEARN_WEIGHTS_URL", source.as_uri())
+    resolve_pretrained("anatcl-global", fold=0)
+    shutil.rmtree(cache / "anatcl-global_fold0")  # the verified .pth stays, not its conversion
+    if os.geteuid() == 0:
+        # Permissions do not bind root: what mkdir would raise for a user.
+        def refuse(directory, *args, **kwargs):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(directory))
+
+        monkeypatch.setattr(_saved, "_prepare_dir", refuse)
+    os.chmod(cache, 0o500)
+    try:
+        with pytest.raises(OSError) as info:
+            resolve_pretrained("anatcl-global", fold=0)
+    finally:
+        os.chmod(cache, 0o700)
+    assert str(info.value).startswith(
+        f"The weights cache directory '{cache}' is not writable or cannot be created "
+        "(Permission denied). Choose another one with cache_dir= or the ANATCL_SKLEARN_CACHE "
+        "environment variable."
+    )
+    assert f"its conversion '{cache / 'anatcl-global_fold0'}' cannot be written" in str(info.value)
+    assert sorted(p.name for p in cache.iterdir()) == [
+        "anatcl-global_fold0.pth", "anatcl-global_fold0.pth.sha256"]
 
 
 @pytest.mark.usefixtures("narrow_resnet")

@@ -8,6 +8,7 @@ without any unpickling.
 """
 
 import argparse
+import errno
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -108,6 +109,19 @@ def official_model_dir(name, fold, checkpoint_path, entry, source_sha256=None):
             if isinstance(training, Mapping) and training.get("source_sha256") == source_sha256:
                 return model
             # converted from another file (or not by us): convert again below
-    convert_checkpoint(checkpoint_path, folder, arch=entry["arch"], out_dim=entry["out_dim"],
-                       extra=extra)
+    try:
+        convert_checkpoint(checkpoint_path, folder, arch=entry["arch"], out_dim=entry["out_dim"],
+                           extra=extra)
+    except OSError as exc:
+        if not (isinstance(exc, PermissionError) or exc.errno in (errno.EACCES, errno.EROFS)):
+            raise
+        from ._official import _cache_error
+
+        # A read-only cache holding the download but not its conversion: the same advice
+        # as a read-only cache anywhere else.
+        raise OSError(
+            f"{_cache_error(checkpoint_path.parent, exc.strerror or type(exc).__name__)} The "
+            f"downloaded '{checkpoint_path.name}' is there, but its conversion '{folder}' "
+            "cannot be written."
+        ) from exc
     return load_model_dir(folder)[0]
