@@ -492,6 +492,16 @@ AGE = np.array([20.0, 30.0, 40.0, 50.0])
 ANAT = _rng(0).uniform(0, 1, size=(4, 5, 3))
 
 
+def test_negative_anatomy_advice_names_each_remedy_once():
+    with pytest.raises(ValueError) as info:
+        anatcl_loss(Z, AGE, ANAT - 0.5)
+    message = str(info.value)
+    assert "anatomy must be non-negative; got a minimum of" in message
+    assert ("min-max scale them (AnatomyScaler, or anatomy_scaling='minmax' in AnatCLEmbedder, "
+            "with or without torchrun), not z-scores.") in message
+    assert message.count("AnatCLEmbedder") == 1
+
+
 @pytest.mark.parametrize(
     "call, match",
     [

@@ -258,8 +258,8 @@ def check_anatomy(anatomy, n_samples=None, *, device=None, dtype=None, non_negat
                 f"anatomy must be non-negative; got a minimum of {minimum:.4g}. The AnatCL weights "
                 "are cosine similarities of anatomy vectors and must stay in [0, 1]: pass the "
                 "measures as FreeSurfer gives them (thickness, volume and area are positive), or "
-                "min-max scale them (AnatomyScaler; anatomy_scaling='minmax' in AnatCLEmbedder "
-                "and AnatCLEmbedder under torchrun), not z-scores."
+                "min-max scale them (AnatomyScaler, or anatomy_scaling='minmax' in "
+                "AnatCLEmbedder, with or without torchrun), not z-scores."
             )
     return anatomy
 
