@@ -62,3 +62,19 @@ def test_an_empty_memory_error_gets_the_file_name(tmp_path, monkeypatch):
     monkeypatch.setattr(type(images), "_read_raw", lambda self, item: no_memory())
     with pytest.raises(MemoryError, match=r"big\.nii.*not enough memory to read it"):
         images.load(0)
+
+
+def test_a_file_damaged_in_a_loader_worker_is_one_line_naming_it(header_only_gz, tmp_path,
+                                                                   capfd):
+    good = str(tmp_path / "good.nii.gz")
+    nib.save(nib.Nifti1Image(np.ones((16, 16, 16), np.float32), np.eye(4)), good)
+    est = anatcl_sklearn.AnatCLEmbedder(method="simclr", max_epochs=0, batch_size=2,
+                                        num_workers=1, verbose=0)
+    est.fit([good, good])
+    with pytest.raises(ValueError) as info:
+        est.transform([good, header_only_gz])
+    message = str(info.value)
+    assert message.startswith(f"X: could not read the voxels of '{header_only_gz}'"), message
+    assert message.endswith("(read in a DataLoader worker)") and "\n" not in message
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
