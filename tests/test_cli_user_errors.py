@@ -69,3 +69,18 @@ def test_demo_library_refusals_are_one_line(capsys, monkeypatch):
     monkeypatch.setattr(_demo, "_load", lambda args: 1 / 0)  # a real bug stays a traceback
     with pytest.raises(ZeroDivisionError):
         main(["demo"])
+
+
+def test_train_batch_too_small_for_the_processes_is_one_line(tmp_path, capsys, monkeypatch):
+    from types import SimpleNamespace
+
+    from anatcl_sklearn import AnatCLEmbedder
+    from anatcl_sklearn.embedder._distributed import check_batch
+
+    def fit_on_four_ranks(self, *args, **kwargs):  # what fit refuses under torchrun, 4 ranks
+        check_batch(SimpleNamespace(world=4), self.batch_size)
+    monkeypatch.setattr(AnatCLEmbedder, "fit", fit_on_four_ranks)
+    assert main(["train", "--synthetic", "4", "--shape", "16", "16", "16", "--batch-size", "4",
+                 "--output", str(tmp_path / "out")]) == 2
+    _one_line(capsys, "anatcl-sklearn train", "--batch-size 4 is the global batch",
+              "split among 4 processes", ">= 8")
