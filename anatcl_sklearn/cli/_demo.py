@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._errors import flag_words
+from ._errors import error
 from ._types import number
 
 PROG = "anatcl-sklearn demo"
@@ -109,14 +109,25 @@ def _probe(Z, age, sex, random_state):
 
 
 def main(argv=None):
-    """Run the demo: pretrain, embed, probe; print a small table."""
-    parser, args = _parse(argv)
+    """Run the demo: pretrain, embed, probe; print a small table.
+
+    Returns
+    -------
+    status : int
+        0; 2 on a user error (a grid too small, an unreadable OpenBHB tree), reported on one
+        line of stderr in flag words. Usage errors exit through :class:`SystemExit`.
+    """
+    _, args = _parse(argv)
+    try:  # the one boundary: the library's refusals of the user's options or data, one line
+        return _run(args)
+    except (ValueError, TypeError, OSError) as exc:
+        return error(PROG, exc)
+
+
+def _run(args):
     from .. import AnatCLEmbedder
 
-    try:
-        X, age, sex, anatomy, what = _load(args)
-    except (ValueError, OSError) as exc:  # a bad grid, an unreadable OpenBHB tree: say it plainly
-        parser.error(flag_words(exc))
+    X, age, sex, anatomy, what = _load(args)
     print(f"Data: {what}")
     common = {"method": args.method, "descriptor": args.descriptor,
               "batch_size": args.batch_size, "lr": args.lr, "random_state": args.random_state}

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._errors import error
 from ._types import choices, number, parameter
 
 _LAUNCH = """\
@@ -140,14 +141,21 @@ def _check_outputs(args, parser):
     from ..models._saved import existing_model_files
 
     output = Path(args.output).expanduser()
+    if output.is_symlink() and not output.exists():
+        parser.error(f"--output {output}: a dangling symbolic link (to "
+                     f"'{os.readlink(output)}'); remove it or give another folder.")
     if output.exists() and not output.is_dir():
         parser.error(f"--output {output}: a file is in the way; the output is a folder.")
+    ancestor = next((a for a in output.absolute().parents if a.exists()), None)
+    if not output.exists() and ancestor is not None and not ancestor.is_dir():
+        parser.error(f"--output {output}: '{ancestor}' is a file, not a folder; the output "
+                     "folder cannot be made under it.")
     existing = existing_model_files(output)
     if existing and not args.force:
         parser.error(f"--output {output} already holds a saved model's files "
                      f"({', '.join(existing)}); pass --force to replace them (per-epoch "
                      "checkpoints resume either way).")
-    target = output if output.exists() else output.parent
+    target = output if output.exists() else (ancestor or output.parent)
     if not os.access(target if target != Path("") else Path("."), os.W_OK):
         parser.error(f"--output {output}: '{target}' is not writable.")
     if args.released_checkpoint is not None:
@@ -209,16 +217,28 @@ def load_data(args):
 
 
 def main(argv=None, prog="anatcl-sklearn train"):
-    """Parse, check, read, fit (on every rank); rank 0 writes the outputs. Returns 0."""
-    from .. import AnatCLEmbedder
+    """Parse, check, read, fit (on every rank); rank 0 writes the outputs.
 
+    Returns
+    -------
+    status : int
+        0 on success; 2 on a user error (bad data, a batch too small for the processes, an
+        output that cannot be written), reported on one line of stderr, in flag words. Usage
+        errors exit through :class:`SystemExit` with status 2.
+    """
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     _check_outputs(args, parser)
-    try:
-        images, age, anatomy, description = load_data(args)
-    except (ValueError, OSError) as exc:
-        parser.error(str(exc))
+    try:  # the one boundary: the library's refusals of the user's data or paths, one line
+        return _run(args)
+    except (ValueError, TypeError, OSError) as exc:
+        return error(prog, exc)
+
+
+def _run(args):
+    from .. import AnatCLEmbedder
+
+    images, age, anatomy, description = load_data(args)
     output = Path(args.output).expanduser()
     est = AnatCLEmbedder(
         method=args.method, descriptor=args.descriptor, sigma=args.sigma, kernel=args.kernel,

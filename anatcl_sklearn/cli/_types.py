@@ -2,6 +2,7 @@
 so a bad value is a usage error (exit status 2, one line), never a traceback."""
 
 import argparse
+import math
 
 __all__ = ["choices", "number", "parameter"]
 
@@ -24,8 +25,10 @@ def number(kind, low=None, high=None, *, low_open=False):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"invalid {kind.__name__}: {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number; got {text}")
         too_low = low is not None and (value <= low if low_open else value < low)
-        if value != value or too_low or (high is not None and value > high):
+        if too_low or (high is not None and value > high):
             parts = []
             if low is not None:
                 parts.append(f"> {low}" if low_open else f">= {low}")

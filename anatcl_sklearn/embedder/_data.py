@@ -8,7 +8,28 @@ collate stacks them per batch. Volumes are read lazily from an
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
+
+from ..exceptions import ImageReadError
+
+
+class WorkerReadError(ImageReadError):
+    """A file a DataLoader worker could not read, re-raised in the main process with the
+    worker's one-line message (which names the file) instead of the worker's traceback.
+
+    torch re-raises a worker's exception as ``type(message=...)`` when the type has a
+    ``message`` attribute, passing "Caught ... Original Traceback ..."; the last line of that
+    traceback is this exception's own message.
+    """
+
+    message = "a file a DataLoader worker could not read"
+
+    def __init__(self, message):
+        marker = f"{type(self).__name__}: "
+        if marker in message:  # torch's wrapped traceback: keep our own last line
+            message = message.rsplit(marker, 1)[1].strip()
+            message = f"{message} (read in a DataLoader worker)"
+        super().__init__(message)
 
 
 class SubjectDataset(Dataset):
@@ -35,11 +56,19 @@ class SubjectDataset(Dataset):
     def __len__(self):
         return len(self.images)
 
+    def _load(self, i):
+        if get_worker_info() is None:  # the main process: the error itself
+            return self.images.load(i)
+        try:
+            return self.images.load(i)
+        except (ValueError, OSError) as exc:  # names the file, on one line
+            raise WorkerReadError(" ".join(str(exc).split())) from None
+
     def __getitem__(self, i):
         if self.cached:  # the volume lives in a VolumeCache; only its index travels
             item = {"idx": torch.tensor(i)}
         else:
-            item = {"x": torch.from_numpy(np.ascontiguousarray(self.images.load(i)))[None]}
+            item = {"x": torch.from_numpy(np.ascontiguousarray(self._load(i)))[None]}
         if self.age is not None:
             item["age"] = self.age[i]
         if self.anatomy is not None:

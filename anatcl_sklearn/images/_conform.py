@@ -19,7 +19,8 @@ import nibabel as nib
 import numpy as np
 from nibabel.spatialimages import SpatialImage
 
-from ._files import affine_of, check_regular_file
+from ..exceptions import ImageReadError
+from ._files import affine_of, check_regular_file, out_of_memory
 from ._grid import (
     MIN_COVERAGE,
     OPENBHB_AFFINE,
@@ -124,7 +125,13 @@ def conform_data(data, source_affine, shape, affine, order=1):
         data = data.astype(np.float32)
     shape = tuple(int(s) for s in shape)
     # target voxel -> source voxel
-    m = np.linalg.inv(np.asarray(source_affine, float)) @ np.asarray(affine, float)
+    source_affine = np.asarray(source_affine, float)
+    for what, a in (("source_affine", source_affine), ("affine", np.asarray(affine, float))):
+        if a.shape != (4, 4) or not np.isfinite(a).all() or abs(np.linalg.det(a[:3, :3])) < 1e-12:
+            raise ValueError(f"{what} must be a finite 4x4 affine with non-zero voxel sizes "
+                             f"(an invertible 3x3 part); got voxel sizes "
+                             f"{np.round(np.linalg.norm(a[:3, :3], axis=0), 6).tolist()}.")
+    m = np.linalg.inv(source_affine) @ np.asarray(affine, float)
     linear, offset = m[:3, :3], m[:3, 3]
     exact = _exact_mapping(linear, offset)
     if exact is not None:
@@ -271,7 +278,15 @@ def _volume_data(img, label):
         )
     if len(shape) < 3 or any(s != 1 for s in shape[3:]):
         raise ValueError(f"img {label} has shape {shape}; expected one 3-D volume.")
-    data = np.asanyarray(img.dataobj).reshape(shape[:3])  # scaled when the header says so
+    try:
+        data = np.asanyarray(img.dataobj).reshape(shape[:3])  # scaled when the header says so
+    except MemoryError as exc:
+        raise out_of_memory(f"img {label}", exc) from exc
+    except (OSError, EOFError, ValueError) as exc:  # a header without (all) its voxels
+        detail = " ".join(str(exc).split())
+        raise ImageReadError(f"img {label}: could not read its {'x'.join(map(str, shape[:3]))} "
+                             f"voxels; the file is truncated or damaged ({type(exc).__name__}: "
+                             f"{detail}).") from exc
     if data.dtype.kind == "f" and not np.isfinite(data).all():
         raise ValueError(f"img {label} has non-finite voxels (NaN or inf); fix them before "
                          "conforming (numpy.nan_to_num sets NaN to 0).")

@@ -36,6 +36,13 @@ def _damaged(name, path, exc):
     )
 
 
+def out_of_memory(what, exc):
+    """A MemoryError that names the file (numpy's and nibabel's may be empty)."""
+    detail = f" ({exc})" if str(exc) else ""
+    return MemoryError(f"{what}: not enough memory to read it{detail}; its header may announce "
+                       "a far larger image than intended (a damaged header?), or free memory.")
+
+
 def check_regular_file(path, what):
     """Refuse, by name and before any open, a path that is not a regular file (a FIFO, a
     socket, a device): opening or reading one would block or never end. A missing file is
@@ -62,7 +69,9 @@ def load_nifti(path, name="X"):
     if not path.lower().endswith(".gz"):
         try:
             img = nib.load(path, mmap=False)
-        except (FileNotFoundError, PermissionError, MemoryError):
+        except MemoryError as exc:
+            raise out_of_memory(f"{name}: '{path}'", exc) from exc
+        except (FileNotFoundError, PermissionError):
             raise
         except Exception as exc:
             raise ImageReadError(f"{name}: could not read '{path}' as NIfTI: "
@@ -139,7 +148,9 @@ def nifti_header(path, i, name):
     check_regular_file(path, f"{name}[{i}]")
     try:
         img = nib.load(path)  # parses the header; voxels stay on disk
-    except (FileNotFoundError, PermissionError, MemoryError):
+    except MemoryError as exc:
+        raise out_of_memory(f"{name}[{i}] '{path}'", exc) from exc
+    except (FileNotFoundError, PermissionError):
         raise
     except Exception as exc:
         raise ValueError(

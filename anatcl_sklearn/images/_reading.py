@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 
 from ._conform import _VolumeProxy, check_coverage, conform_data
-from ._files import ImageReadError, gz_file_of, load_nifti
+from ._files import ImageReadError, gz_file_of, load_nifti, out_of_memory
 from ._identity import array_identity, item_identity
 
 __all__ = ["ImageCollection"]
@@ -366,13 +366,13 @@ class _ItemImages(ImageCollection):
                 f"{self._name}: file not found: {source} (it existed when the images were "
                 "checked)."
             ) from exc
-        except (MemoryError, ImageReadError):
-            raise  # ours already name the file
-        except Exception as exc:
-            raise ValueError(
-                f"{self._name}: could not read the voxels of {source}: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
+        except (MemoryError, ImageReadError) as exc:  # ours name the file; numpy's may be empty
+            if isinstance(exc, MemoryError) and "not enough memory to read" not in str(exc):
+                raise out_of_memory(f"{self._name}: {source}", exc) from exc
+            raise
+        except Exception as exc:  # one line (nibabel's "\n - could the file be damaged?")
+            raise ValueError(f"{self._name}: could not read the voxels of {source}: "
+                             f"{type(exc).__name__}: {' '.join(str(exc).split())}") from exc
         if tuple(raw.shape) != item.raw_shape:
             raise ValueError(
                 f"{self._name}: {source} now holds an array of shape {tuple(raw.shape)}, but "
