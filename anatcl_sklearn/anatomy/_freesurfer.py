@@ -6,12 +6,16 @@ Two sources are supported: the per-subject ``?h.aparc.stats`` files written by
 and regions in :data:`DESIKAN_REGIONS` order.
 """
 
+from __future__ import annotations
+
 import re
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from .._typing import NDArray
 
 from ._regions import (
     ANATOMY_MEASURES,
@@ -99,7 +103,7 @@ def _parse_aparc_stats(path):
     return rows
 
 
-def read_aparc_stats(stats_dir):
+def read_aparc_stats(stats_dir: str | Path) -> NDArray[np.float64]:
     """Read one subject's Desikan-Killiany measures from FreeSurfer ``aparc.stats`` files.
 
     Parameters
@@ -222,7 +226,9 @@ def _read_table(path, hemi, measure, columns):
     return subject_ids, values
 
 
-def read_aparcstats2table(directory, *, filename=_DEFAULT_TABLE_FILENAME):
+def read_aparcstats2table(
+    directory: str | Path, *, filename: str = _DEFAULT_TABLE_FILENAME
+) -> tuple[list[str], NDArray[np.float64]]:
     """Read Desikan-Killiany measures of many subjects from ``aparcstats2table`` tables.
 
     Parameters
@@ -298,16 +304,17 @@ def read_aparcstats2table(directory, *, filename=_DEFAULT_TABLE_FILENAME):
 
     # The left thickness table fixes the subject order, whatever order the loop uses.
     order = [("lh", "CT")] + [key for key in paths if key != ("lh", "CT")]
-    reference_ids = None
+    reference_ids: list[str] = []
+    row_of: dict[str, int] = {}
     n_hemi = len(DESIKAN_HEMISPHERE_REGIONS)
-    anatomy = None
+    anatomy = np.empty((0, N_REGIONS, N_MEASURES), dtype=np.float64)
     mismatches = []
-    for hemi, measure in order:
+    for i, (hemi, measure) in enumerate(order):
         path = paths[(hemi, measure)]
         table_measure = _TABLE_MEASURES[measure]
         columns = [f"{hemi}_{region}_{table_measure}" for region in DESIKAN_HEMISPHERE_REGIONS]
         ids, values = _read_table(path, hemi, table_measure, columns)
-        if reference_ids is None:
+        if i == 0:
             reference_ids = ids
             anatomy = np.empty((len(ids), N_REGIONS, N_MEASURES), dtype=np.float64)
             row_of = {s: i for i, s in enumerate(ids)}

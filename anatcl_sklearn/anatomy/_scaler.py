@@ -1,10 +1,15 @@
 """Min-max scaling of anatomical measures, per region and per measure (the paper's gamma)."""
 
+from __future__ import annotations
+
 import numbers
+from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
+
+from .._typing import ArrayLike, FloatArray
 
 __all__ = ["AnatomyScaler"]
 
@@ -78,7 +83,7 @@ class AnatomyScaler(TransformerMixin, BaseEstimator):
            [0.5, 0.5]])
     """
 
-    def __init__(self, feature_range=(0, 1), clip=False):
+    def __init__(self, feature_range: tuple[float, float] = (0, 1), clip: bool = False) -> None:
         self.feature_range = feature_range
         self.clip = clip
 
@@ -111,7 +116,7 @@ class AnatomyScaler(TransformerMixin, BaseEstimator):
             raise TypeError(f"clip must be a bool, got {type(self.clip).__name__}.")
         return low, high
 
-    def _validate_X(self, X, *, reset):
+    def _validate_X(self, X: ArrayLike, *, reset: bool) -> np.ndarray:
         """Return X as a new float array of shape (n, R, M), checking it first."""
         if hasattr(X, "dtype") and np.issubdtype(X.dtype, np.complexfloating):
             raise TypeError("X must hold real numbers, got a complex array.")
@@ -157,7 +162,7 @@ class AnatomyScaler(TransformerMixin, BaseEstimator):
             )
         return array
 
-    def fit(self, X, y=None):
+    def fit(self, X: ArrayLike, y: Any = None) -> AnatomyScaler:
         """Compute the per-region, per-measure minimum and maximum.
 
         Parameters
@@ -173,9 +178,9 @@ class AnatomyScaler(TransformerMixin, BaseEstimator):
             The fitted scaler.
         """
         low, high = self._check_params()
-        X = self._validate_X(X, reset=True)
-        data_min = X.min(axis=0).astype(np.float64)
-        data_max = X.max(axis=0).astype(np.float64)
+        array = self._validate_X(X, reset=True)
+        data_min = array.min(axis=0).astype(np.float64)
+        data_max = array.max(axis=0).astype(np.float64)
         data_range = data_max - data_min
         # A zero range would divide by zero; a unit range keeps constant components at
         # the low end and inverse_transform exact.
@@ -185,12 +190,12 @@ class AnatomyScaler(TransformerMixin, BaseEstimator):
         self.data_range_ = data_range
         self.scale_ = (high - low) / safe_range
         self.min_ = low - data_min * self.scale_
-        self.n_regions_ = X.shape[1]
-        self.n_measures_ = X.shape[2]
-        self.n_samples_seen_ = X.shape[0]
+        self.n_regions_ = array.shape[1]
+        self.n_measures_ = array.shape[2]
+        self.n_samples_seen_ = array.shape[0]
         return self
 
-    def transform(self, X):
+    def transform(self, X: ArrayLike) -> FloatArray:
         """Scale X with the minimum and maximum learned in ``fit``.
 
         Parameters
@@ -205,13 +210,13 @@ class AnatomyScaler(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         low, high = self._check_params()
-        X = self._validate_X(X, reset=False)
-        out = X * self.scale_.astype(X.dtype) + self.min_.astype(X.dtype)
+        array = self._validate_X(X, reset=False)
+        out = array * self.scale_.astype(array.dtype) + self.min_.astype(array.dtype)
         if self.clip:
             np.clip(out, low, high, out=out)
         return out
 
-    def inverse_transform(self, X):
+    def inverse_transform(self, X: ArrayLike) -> FloatArray:
         """Map scaled values back to the original units.
 
         Parameters
@@ -225,5 +230,5 @@ class AnatomyScaler(TransformerMixin, BaseEstimator):
             Copy of X in the units seen in ``fit``.
         """
         check_is_fitted(self)
-        X = self._validate_X(X, reset=False)
-        return (X - self.min_.astype(X.dtype)) / self.scale_.astype(X.dtype)
+        array = self._validate_X(X, reset=False)
+        return (array - self.min_.astype(array.dtype)) / self.scale_.astype(array.dtype)

@@ -1,11 +1,15 @@
 """Anatomy as training metadata: the shape every trainer requires and the scaling rule."""
 
+from __future__ import annotations
+
+import numpy as np
+
 from ._regions import N_MEASURES, N_REGIONS
 
 SCALINGS = ("auto", "minmax", "none")
 
 
-def check_desikan_shape(anatomy, n):
+def check_desikan_shape(anatomy: np.ndarray, n: int) -> None:
     """Raise ValueError unless ``anatomy`` has shape ``(n, 68, 3)``.
 
     Parameters
@@ -23,7 +27,7 @@ def check_desikan_shape(anatomy, n):
         )
 
 
-def resolve_scaling(scaling, descriptor):
+def resolve_scaling(scaling: str, descriptor: str | None) -> str:
     """The scaling a trainer applies: ``"auto"`` is min-max for the local descriptor (the
     paper's γ in Eq. 2) and none otherwise.
 

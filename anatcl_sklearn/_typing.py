@@ -1,0 +1,23 @@
+"""Type aliases shared by the package's annotations (#18 item 4).
+
+Only names several modules use live here; a module's own one-off types stay in that module.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, TypeAlias
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = ["ArrayLike", "FloatArray", "NDArray", "PathLike", "RandomState"]
+
+#: A file or folder path: what every function taking a path accepts.
+PathLike: TypeAlias = str | os.PathLike[str]
+
+#: A seed as scikit-learn's ``check_random_state`` takes it.
+RandomState: TypeAlias = int | np.random.RandomState | None
+
+#: A floating-point array of any precision (float32 or float64, as the input was).
+FloatArray: TypeAlias = NDArray[np.floating[Any]]
