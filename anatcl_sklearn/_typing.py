@@ -9,9 +9,10 @@ import os
 from typing import Any, TypeAlias
 
 import numpy as np
+import torch
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["ArrayLike", "FloatArray", "NDArray", "PathLike", "RandomState"]
+__all__ = ["ArrayLike", "FloatArray", "NDArray", "PathLike", "RandomState", "TensorLike"]
 
 #: A file or folder path: what every function taking a path accepts.
 PathLike: TypeAlias = str | os.PathLike[str]
@@ -21,3 +22,6 @@ RandomState: TypeAlias = int | np.random.RandomState | None
 
 #: A floating-point array of any precision (float32 or float64, as the input was).
 FloatArray: TypeAlias = NDArray[np.floating[Any]]
+
+#: A tensor, or anything numpy turns into an array (ages, anatomy, predictions).
+TensorLike: TypeAlias = torch.Tensor | ArrayLike

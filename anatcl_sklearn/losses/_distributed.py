@@ -7,9 +7,15 @@ the anchors of this rank against every row of the global batch with the losses' 
 :func:`~anatcl_sklearn.losses._contrastive._contrastive_rows`.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from .._typing import TensorLike
 
 from ._contrastive import _compute_dtype, _contrastive_rows, _full_precision
 from ._gather import _all_gather_ints, _gather_rows, _world
@@ -115,7 +121,9 @@ class DistributedContrastiveLoss(nn.Module):
     0
     """
 
-    def __init__(self, method="anatcl", *, group=None, **loss_params):
+    def __init__(
+        self, method: str = "anatcl", *, group: dist.ProcessGroup | None = None, **loss_params: Any
+    ) -> None:
         super().__init__()
         self.method = check_option(method, "method", tuple(METHODS))
         allowed = METHODS[method]
@@ -197,7 +205,9 @@ class DistributedContrastiveLoss(nn.Module):
         return [h[1] for h in headers]
 
     # -- forward ------------------------------------------------------------------------------
-    def forward(self, z, age=None, anatomy=None):
+    def forward(
+        self, z: torch.Tensor, age: TensorLike | None = None, anatomy: TensorLike | None = None
+    ) -> torch.Tensor:
         """Compute this rank's share of the loss on the global batch.
 
         Parameters
@@ -276,6 +286,6 @@ class DistributedContrastiveLoss(nn.Module):
             coefs.append(self.lambda_anat)
         return weights, coefs
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         params = ", ".join(f"{key}={value!r}" for key, value in self._params.items())
         return f"method={self.method!r}, {params}"

@@ -15,6 +15,8 @@ gathered tensors are embeddings (a few kilobytes per step), so summing the whole
 gradient instead of reduce-scattering it costs nothing measurable.
 """
 
+from __future__ import annotations
+
 import torch
 import torch.distributed as dist
 
@@ -95,7 +97,7 @@ def _describe_header(header):
     return f"shape {tuple(header[2 : 2 + ndim])}, {dtype}"
 
 
-def gather_with_grad(tensor, *, group=None):
+def gather_with_grad(tensor: torch.Tensor, *, group: dist.ProcessGroup | None = None) -> torch.Tensor:
     """Concatenate a tensor over all ranks along dim 0, differentiably.
 
     Every rank receives the rows of rank 0, then rank 1, and so on. In the backward pass each

@@ -6,10 +6,14 @@ for half-precision inputs and float64 for NumPy float64 inputs. The kernels are 
 but AnatCL treats them as constants.
 """
 
+from __future__ import annotations
+
 import math
 
 import torch
 import torch.nn.functional as F
+
+from .._typing import TensorLike
 
 from ._validation import (
     AGE_KERNELS,
@@ -40,7 +44,7 @@ def _age_kernel(age, sigma, kind):
     return 1.0 / (1.0 + sigma * sq)
 
 
-def rbf_kernel(age, sigma=2.0):
+def rbf_kernel(age: TensorLike, sigma: float = 2.0) -> torch.Tensor:
     """Radial basis function kernel between ages: ``exp(-(a_i - a_j)**2 / (2 sigma**2))``.
 
     This is the kernel of y-Aware and of the age term of AnatCL; ``w[i, i] = 1`` and every
@@ -68,7 +72,7 @@ def rbf_kernel(age, sigma=2.0):
     return age_kernel(age, sigma=sigma, kind="rbf")
 
 
-def gaussian_kernel(age, sigma=2.0):
+def gaussian_kernel(age: TensorLike, sigma: float = 2.0) -> torch.Tensor:
     """Normalised Gaussian kernel between ages, as in the reference brain-age code.
 
     ``exp(-(a_i - a_j)**2 / (2 sigma**2)) / (sqrt(2 pi) sigma)``: the RBF kernel divided by the
@@ -91,7 +95,7 @@ def gaussian_kernel(age, sigma=2.0):
     return age_kernel(age, sigma=sigma, kind="gaussian")
 
 
-def cauchy_kernel(age, sigma=2.0):
+def cauchy_kernel(age: TensorLike, sigma: float = 2.0) -> torch.Tensor:
     """Cauchy kernel between ages, as in the reference brain-age code: ``1 / (1 + sigma (a_i - a_j)**2)``.
 
     Note that here ``sigma`` (the reference code's "gamma") *multiplies* the squared difference:
@@ -114,7 +118,7 @@ def cauchy_kernel(age, sigma=2.0):
     return age_kernel(age, sigma=sigma, kind="cauchy")
 
 
-def age_kernel(age, sigma=2.0, kind="rbf"):
+def age_kernel(age: TensorLike, sigma: float = 2.0, kind: str = "rbf") -> torch.Tensor:
     """Age kernel chosen by name, for estimators that expose ``kernel=``.
 
     Parameters
@@ -156,7 +160,7 @@ def _anatomy_kernel(anatomy, descriptor):
     return _cosine_kernel(anatomy, dim=1, n_terms=n_measures)
 
 
-def local_anatomy_kernel(anatomy):
+def local_anatomy_kernel(anatomy: TensorLike) -> torch.Tensor:
     """AnatCL local descriptor (Eq. 2): mean over regions of the cosine between region vectors.
 
     ``w[i, j] = (1 / R) sum_r cos(psi_i^r, psi_j^r)`` where ``psi_i^r`` is the vector of the M
@@ -181,7 +185,7 @@ def local_anatomy_kernel(anatomy):
     return _anatomy_kernel(anatomy, "local")
 
 
-def global_anatomy_kernel(anatomy):
+def global_anatomy_kernel(anatomy: TensorLike) -> torch.Tensor:
     """AnatCL global descriptor (Eq. 3): mean over measures of the cosine between measure vectors.
 
     ``w[i, j] = (1 / M) sum_m cos(omega_i^m, omega_j^m)`` where ``omega_i^m`` is the R-vector of
@@ -205,7 +209,7 @@ def global_anatomy_kernel(anatomy):
     return _anatomy_kernel(anatomy, "global")
 
 
-def anatomy_kernel(anatomy, descriptor="global"):
+def anatomy_kernel(anatomy: TensorLike, descriptor: str = "global") -> torch.Tensor:
     """AnatCL anatomy kernel chosen by name.
 
     Parameters

@@ -11,6 +11,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from .._typing import TensorLike
+
 from ._contrastive import anatcl_loss, expw_loss, simclr_loss, yaware_loss
 from ._kernels import _age_kernel
 from ._validation import (
@@ -42,7 +44,15 @@ class AnatCLLoss(nn.Module):
         Age kernel.
     """
 
-    def __init__(self, descriptor="global", sigma=2.0, lambda_age=1.0, lambda_anat=1.0, temperature=0.1, kernel="rbf"):
+    def __init__(
+        self,
+        descriptor: str = "global",
+        sigma: float = 2.0,
+        lambda_age: float = 1.0,
+        lambda_anat: float = 1.0,
+        temperature: float = 0.1,
+        kernel: str = "rbf",
+    ) -> None:
         super().__init__()
         self.descriptor = check_option(descriptor, "descriptor", DESCRIPTORS)
         self.sigma = check_scalar(sigma, "sigma")
@@ -53,7 +63,7 @@ class AnatCLLoss(nn.Module):
         self.temperature = check_scalar(temperature, "temperature")
         self.kernel = check_option(kernel, "kernel", AGE_KERNELS)
 
-    def forward(self, z, age, anatomy):
+    def forward(self, z: torch.Tensor, age: TensorLike, anatomy: TensorLike) -> torch.Tensor:
         """Compute the loss.
 
         Parameters
@@ -82,7 +92,7 @@ class AnatCLLoss(nn.Module):
             kernel=self.kernel,
         )
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (
             f"descriptor={self.descriptor!r}, sigma={self.sigma}, lambda_age={self.lambda_age}, "
             f"lambda_anat={self.lambda_anat}, temperature={self.temperature}, kernel={self.kernel!r}"
@@ -94,13 +104,13 @@ class _AgeWeightedLoss(nn.Module):
 
     _loss: Callable[..., torch.Tensor] | None = None
 
-    def __init__(self, sigma=2.0, temperature=0.1, kernel="rbf"):
+    def __init__(self, sigma: float = 2.0, temperature: float = 0.1, kernel: str = "rbf") -> None:
         super().__init__()
         self.sigma = check_scalar(sigma, "sigma")
         self.temperature = check_scalar(temperature, "temperature")
         self.kernel = check_option(kernel, "kernel", AGE_KERNELS)
 
-    def forward(self, z, age):
+    def forward(self, z: torch.Tensor, age: TensorLike) -> torch.Tensor:
         """Compute the loss.
 
         Parameters
@@ -118,9 +128,12 @@ class _AgeWeightedLoss(nn.Module):
         check_features(z)
         age = check_age(age, z.shape[0], device=z.device)
         weights = _age_kernel(age, self.sigma, self.kernel)
-        return type(self)._loss(z, weights, temperature=self.temperature)
+        loss = type(self)._loss
+        if loss is None:  # the shared base itself, not YAwareLoss or ExpWLoss
+            raise TypeError(f"{type(self).__name__} has no loss; use YAwareLoss or ExpWLoss.")
+        return loss(z, weights, temperature=self.temperature)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"sigma={self.sigma}, temperature={self.temperature}, kernel={self.kernel!r}"
 
 
@@ -165,11 +178,11 @@ class SimCLRLoss(nn.Module):
         Softmax temperature; must be > 0.
     """
 
-    def __init__(self, temperature=0.1):
+    def __init__(self, temperature: float = 0.1) -> None:
         super().__init__()
         self.temperature = check_scalar(temperature, "temperature")
 
-    def forward(self, z):
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Compute the loss.
 
         Parameters
@@ -184,5 +197,5 @@ class SimCLRLoss(nn.Module):
         """
         return simclr_loss(z, temperature=self.temperature)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"temperature={self.temperature}"

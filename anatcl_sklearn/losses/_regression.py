@@ -1,9 +1,13 @@
 """The supervised L1 baseline of the paper: a linear age head on the encoder and an L1 loss."""
 
+from __future__ import annotations
+
 import numbers
 
 import torch
 from torch import nn
+
+from .._typing import TensorLike
 
 from ._validation import check_age
 
@@ -20,7 +24,7 @@ def _as_prediction(pred):
     return pred
 
 
-def l1_age_loss(pred, age):
+def l1_age_loss(pred: torch.Tensor, age: TensorLike) -> torch.Tensor:
     """Mean absolute error between predicted and true ages (the paper's "L1" baseline loss).
 
     Parameters
@@ -37,8 +41,8 @@ def l1_age_loss(pred, age):
     """
     pred = _as_prediction(pred)
     dtype = torch.float64 if pred.dtype == torch.float64 else torch.float32
-    age = check_age(age, pred.shape[0], device=pred.device, dtype=dtype)
-    return (pred.to(dtype) - age).abs().mean()
+    target = check_age(age, pred.shape[0], device=pred.device, dtype=dtype)
+    return (pred.to(dtype) - target).abs().mean()
 
 
 class L1AgeLoss(nn.Module):
@@ -52,7 +56,7 @@ class L1AgeLoss(nn.Module):
     tensor(1.5000)
     """
 
-    def forward(self, pred, age):
+    def forward(self, pred: torch.Tensor, age: TensorLike) -> torch.Tensor:
         """Compute the loss.
 
         Parameters
@@ -92,7 +96,11 @@ class AgeRegressionHead(nn.Module):
     torch.Size([3])
     """
 
-    def __init__(self, in_features=512, init_age=0.0):
+    in_features: int
+    init_age: float
+    fc: nn.Linear
+
+    def __init__(self, in_features: int = 512, init_age: float = 0.0) -> None:
         super().__init__()
         if isinstance(in_features, bool) or not isinstance(in_features, numbers.Integral) or in_features < 1:
             raise ValueError(f"in_features must be a positive integer; got {in_features!r}.")
@@ -102,7 +110,7 @@ class AgeRegressionHead(nn.Module):
         with torch.no_grad():
             self.fc.bias.fill_(self.init_age)
 
-    def forward(self, features):
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Predict ages.
 
         Parameters

@@ -1,11 +1,15 @@
 """AnatCL network: a 3D ResNet encoder followed by a two-layer projection head."""
 
+from __future__ import annotations
+
 import numbers
 
+import numpy as np
+import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._resnet3d import build_encoder
+from ._resnet3d import ResNet3D, build_encoder
 
 __all__ = ["AnatCLModel"]
 
@@ -66,7 +70,20 @@ class AnatCLModel(nn.Module):
     (torch.Size([2, 128]), torch.Size([2, 512]))
     """
 
-    def __init__(self, arch="resnet18", out_dim=128, normalize=True, in_channels=1):
+    arch: str
+    out_dim: int
+    normalize: bool
+    n_features: int
+    encoder: ResNet3D
+    head: nn.Sequential
+    # The (D, H, W) grid the weights were trained on (None when unknown).
+    input_shape: tuple[int, ...] | None
+    # The 4 x 4 affine of that grid (None when unknown).
+    input_affine: np.ndarray | None
+
+    def __init__(
+        self, arch: str = "resnet18", out_dim: int = 128, normalize: bool = True, in_channels: int = 1
+    ) -> None:
         super().__init__()
         if (
             isinstance(out_dim, bool)
@@ -92,7 +109,7 @@ class AnatCLModel(nn.Module):
             nn.Linear(self.n_features, out_dim),
         )
 
-    def encode(self, x):
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Return the encoder features (the representation used downstream).
 
         Parameters
@@ -107,7 +124,7 @@ class AnatCLModel(nn.Module):
         """
         return self.encoder(x)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return the projection-head output.
 
         Parameters
@@ -123,7 +140,7 @@ class AnatCLModel(nn.Module):
         z = self.head(self.encoder(x))
         return F.normalize(z, dim=1) if self.normalize else z
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (
             f"arch={self.arch!r}, out_dim={self.out_dim}, normalize={self.normalize}"
         )

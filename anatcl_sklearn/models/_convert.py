@@ -7,12 +7,16 @@ written as ``model.safetensors`` + ``config.json`` + ``README.md``; from then on
 without any unpickling.
 """
 
+from __future__ import annotations
+
 import argparse
 import errno
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+from .._typing import PathLike
 from ._card import model_card
 from ._checkpoint import load_checkpoint
 from ._saved import is_model_dir, load_model_dir, save_model_dir
@@ -20,7 +24,14 @@ from ._saved import is_model_dir, load_model_dir, save_model_dir
 __all__ = ["convert_checkpoint", "official_model_dir"]
 
 
-def convert_checkpoint(checkpoint, out_dir, *, arch="resnet18", out_dim=128, extra=None):
+def convert_checkpoint(
+    checkpoint: PathLike,
+    out_dir: PathLike,
+    *,
+    arch: str = "resnet18",
+    out_dim: int = 128,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Convert a torch checkpoint into a saved-model folder.
 
     Parameters

@@ -6,7 +6,10 @@ which is also the layout of the released AnatCL / y-Aware brain-age encoders:
 their state-dict keys load into these modules unchanged.
 """
 
+from __future__ import annotations
+
 import numbers
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -131,7 +134,22 @@ class ResNet3D(nn.Module):
     torch.Size([2, 512])
     """
 
-    def __init__(self, block="basic", layers=(2, 2, 2, 2), in_channels=1):
+    in_channels: int
+    arch: str | None
+    n_features: int
+    conv1: nn.Conv3d
+    bn1: nn.BatchNorm3d
+    relu: nn.ReLU
+    maxpool: nn.MaxPool3d
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+    avgpool: nn.AdaptiveAvgPool3d
+
+    def __init__(
+        self, block: str = "basic", layers: Sequence[int] = (2, 2, 2, 2), in_channels: int = 1
+    ) -> None:
         super().__init__()
         if not isinstance(block, str) or block not in _BLOCKS:
             raise ValueError(
@@ -180,7 +198,7 @@ class ResNet3D(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool3d(1)
         _init_weights(self)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Encode a batch of volumes.
 
         Parameters
@@ -224,7 +242,7 @@ def _init_weights(module):
             nn.init.zeros_(m.bias)
 
 
-def build_encoder(arch="resnet18", in_channels=1):
+def build_encoder(arch: str = "resnet18", in_channels: int = 1) -> ResNet3D:
     """Build a 3D ResNet encoder by name.
 
     Parameters
