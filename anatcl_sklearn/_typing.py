@@ -12,10 +12,16 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["ArrayLike", "FloatArray", "NDArray", "PathLike", "RandomState", "TensorLike"]
+__all__ = [
+    "ArrayLike", "FloatArray", "Images", "NDArray", "PathLike", "RandomState", "TensorLike",
+]
 
 #: A file or folder path: what every function taking a path accepts.
 PathLike: TypeAlias = str | os.PathLike[str]
+
+#: Images in any form ``check_images`` accepts: paths, globs, lists of them, arrays, nibabel
+#: images, an ``ImageCollection``... (checked at run time, so typed loosely).
+Images: TypeAlias = Any
 
 #: A seed as scikit-learn's ``check_random_state`` takes it.
 RandomState: TypeAlias = int | np.random.RandomState | None

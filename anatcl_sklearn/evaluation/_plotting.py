@@ -1,8 +1,17 @@
 """Bar charts of probe results with error bars (matplotlib, imported only when used)."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from ._results import _METRIC_SHORT, _collect, _order, _scale
+from ._results import _METRIC_SHORT, Results, _collect, _order, _scale
+from ._tasks import Task
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["plot_results"]
 
@@ -18,7 +27,15 @@ def _pyplot():
     return plt
 
 
-def plot_results(results, rows=None, columns=None, *, percent=True, title=None, ncols=None):
+def plot_results(
+    results: Results,
+    rows: Sequence[str] | None = None,
+    columns: Sequence[str | Task] | None = None,
+    *,
+    percent: bool = True,
+    title: str | None = None,
+    ncols: int | None = None,
+) -> Figure:
     """One bar chart per task: a bar per method, mean ± std over folds as error bars.
 
     Parameters

@@ -15,8 +15,11 @@ release has no evaluation code; where we differ from the brain-age code we say s
   ``inner_cv`` (and the grid is skipped, C = 1, when a class has a single subject).
 """
 
+from __future__ import annotations
+
 import numbers
 import os
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -27,9 +30,17 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted, check_memory
 from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
+from .._typing import ArrayLike, Images, PathLike, RandomState
+
 from ._hashing import stable_hash
 from ._results import ProbeResult
-from ._tasks import KINDS, get_task
+from ._tasks import KINDS, Task, get_task
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from joblib import Memory
+    from sklearn.base import BaseEstimator
+    from sklearn.pipeline import Pipeline
 
 __all__ = ["PROBE_GRID", "embed", "linear_probe", "make_probe"]
 
@@ -47,7 +58,9 @@ def _check_folds(value, name, allow_none=False):
     return int(value)
 
 
-def make_probe(kind, *, inner_cv=5, random_state=None, n_jobs=None):
+def make_probe(
+    kind: str, *, inner_cv: int | None = 5, random_state: RandomState = None, n_jobs: int | None = None
+) -> GridSearchCV | Pipeline:
     """The paper's linear probe: standardise, then a small grid search on a linear model.
 
     Parameters
@@ -111,7 +124,9 @@ def _check_transformer(transformer):
     check_is_fitted(transformer)
 
 
-def embed(transformer, X, *, memory=None):
+def embed(
+    transformer: BaseEstimator, X: Images, *, memory: PathLike | Memory | None = None
+) -> np.ndarray:
     """Embed ``X`` with a fitted transformer, once: cached on disk when ``memory`` is given.
 
     Parameters
@@ -190,8 +205,19 @@ def _check_task_size(task, labels, cv):
     return target, class_counts
 
 
-def linear_probe(embeddings_or_transformer, X=None, y=None, task=None, *, cv=5, inner_cv=5,
-                 random_state=None, memory=None, name=None, n_jobs=None):
+def linear_probe(
+    embeddings_or_transformer: ArrayLike | BaseEstimator,
+    X: Images = None,
+    y: pd.DataFrame | ArrayLike | None = None,
+    task: str | Task | None = None,
+    *,
+    cv: int = 5,
+    inner_cv: int | None = 5,
+    random_state: RandomState = None,
+    memory: PathLike | Memory | None = None,
+    name: str | None = None,
+    n_jobs: int | None = None,
+) -> ProbeResult:
     """Cross-validate the paper's linear probe on frozen embeddings for one task.
 
     Outer folds are stratified for classification and shuffled K-fold for regression;

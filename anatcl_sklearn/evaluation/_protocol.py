@@ -1,18 +1,29 @@
 """The paper's frozen-encoder protocol end to end: pretrain each method, embed, probe a table."""
 
+from __future__ import annotations
+
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.base import clone
 from sklearn.utils import Bunch
 
+from .._typing import PathLike
 from ._encoder_cache import embed_cached, fit_or_load
 from ._methods import PAPER_METHODS
 from ._probe import _check_folds, _check_task_size, embed, linear_probe
+from ._results import ProbeResult
 from ._tasks import PAPER_TABLES, TASKS
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from joblib import Memory
+    from matplotlib.figure import Figure
+    from sklearn.base import BaseEstimator
 
 __all__ = ["RELEASED_METHODS", "report_paper_table", "run_paper_table"]
 
@@ -59,9 +70,23 @@ def _make_embedder(name, estimator, training, random_state, checkpoint_dir, offi
                           verbose=0, checkpoint_dir=checkpoint_dir)
 
 
-def run_paper_table(table, *, pretrain, cohorts, methods=None, training=None, cv=5, inner_cv=5,
-                    random_state=0, checkpoint_dir=None, official_weights=False, fold=0,
-                    memory=None, encoder_cache=None, verbose=False):
+def run_paper_table(
+    table: int,
+    *,
+    pretrain: Bunch | None,
+    cohorts: Mapping[str, Bunch],
+    methods: Sequence[str] | Mapping[str, BaseEstimator | None] | None = None,
+    training: Mapping[str, Any] | None = None,
+    cv: int = 5,
+    inner_cv: int | None = 5,
+    random_state: int = 0,
+    checkpoint_dir: PathLike | None = None,
+    official_weights: bool = False,
+    fold: int = 0,
+    memory: PathLike | Memory | None = None,
+    encoder_cache: PathLike | None = None,
+    verbose: bool = False,
+) -> Bunch:
     """Rerun one of the paper's Tables 2-5: pretrain each method, embed, probe every task.
 
     Each method is pretrained once on ``pretrain`` (or loads released weights), then frozen;
@@ -144,11 +169,11 @@ def run_paper_table(table, *, pretrain, cohorts, methods=None, training=None, cv
     cv = _check_folds(cv, "cv")
     for t in tasks:
         _check_task_size(TASKS[t], TASKS[t].labels(cohorts[TASKS[t].cohort].participants), cv)
-    methods = _check_methods(methods)
+    chosen = _check_methods(methods)
     training = dict(training or {})
     embedders = {name: _make_embedder(name, est, training, random_state, checkpoint_dir,
                                       official_weights, fold)
-                 for name, est in methods.items()}
+                 for name, est in chosen.items()}
     trains = [n for n, e in embedders.items() if getattr(e, "pretrained", None) is None]
     if trains and pretrain is None:
         raise ValueError(f"pretrain is None but {trains} need pretraining; give pretraining "
@@ -158,6 +183,7 @@ def run_paper_table(table, *, pretrain, cohorts, methods=None, training=None, cv
     for name, embedder in list(embedders.items()):
         start = time.perf_counter()
         if name in trains:
+            assert pretrain is not None  # refused above when a method needs pretraining
             fitted = fit_or_load(embedder, pretrain.images, age=pretrain.age,
                                  anatomy=pretrain.anatomy, cache=encoder_cache)
         else:  # released weights: fit only loads them
@@ -190,8 +216,17 @@ def run_paper_table(table, *, pretrain, cohorts, methods=None, training=None, cv
                  tasks=list(tasks))
 
 
-def report_paper_table(results, table, output, *, rows=None, header=None, title=None,
-                       metadata=None, dpi=100):
+def report_paper_table(
+    results: Mapping[str, Sequence[ProbeResult]],
+    table: int,
+    output: PathLike,
+    *,
+    rows: Sequence[str] | None = None,
+    header: str | None = None,
+    title: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    dpi: int = 100,
+) -> tuple[pd.DataFrame, Figure]:
     """Write a paper table's results as ``table<k>.csv``, ``table<k>_folds.csv`` and a figure.
 
     Parameters

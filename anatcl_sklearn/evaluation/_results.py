@@ -1,13 +1,17 @@
 """Probe results and the paper-style tables built from them."""
 
+from __future__ import annotations
+
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
 
+from .._typing import PathLike
 from ._tasks import Task
 
 __all__ = ["ProbeResult", "results_table", "save_results_csv"]
@@ -57,18 +61,18 @@ class ProbeResult:
     class_counts: dict | None = field(default=None)
 
     @property
-    def metric(self):
+    def metric(self) -> str:
         return self.task.metric
 
     @property
-    def mean(self):
+    def mean(self) -> float:
         return float(np.mean(self.scores))
 
     @property
-    def std(self):
+    def std(self) -> float:
         return float(np.std(self.scores))
 
-    def format(self, *, percent=True, decimals=2):
+    def format(self, *, percent: bool = True, decimals: int = 2) -> str:
         """``"mean ± std"``, balanced accuracy in percent when ``percent`` (as the paper).
 
         Parameters
@@ -92,6 +96,14 @@ class ProbeResult:
             f"{who}{self.task.label} {_METRIC_SHORT[self.metric]} {self.format()}{unit} "
             f"({len(self.scores)} folds, {self.n_samples} subjects)"
         )
+
+
+#: The layouts of probe results that the tables and the plots accept: one result,
+#: ``{row: {task: ProbeResult}}``, ``{row: [ProbeResult, ...]}`` or ``[ProbeResult, ...]``.
+Results: TypeAlias = (
+    ProbeResult | Mapping[str, Mapping[str, ProbeResult] | Iterable[ProbeResult]]
+    | Iterable[ProbeResult]
+)
 
 
 def _scale(task, percent):
@@ -166,8 +178,15 @@ def _order(table, rows, columns):
     return rows, columns, tasks
 
 
-def results_table(results, rows=None, columns=None, *, percent=True, decimals=2,
-                  numeric=False):
+def results_table(
+    results: Results,
+    rows: Sequence[str] | None = None,
+    columns: Sequence[str | Task] | None = None,
+    *,
+    percent: bool = True,
+    decimals: int = 2,
+    numeric: bool = False,
+) -> pd.DataFrame:
     """Lay probe results out as the paper's tables: one row per method, one column per task.
 
     Parameters
@@ -233,8 +252,16 @@ def results_table(results, rows=None, columns=None, *, percent=True, decimals=2,
     return pd.DataFrame(data, index=pd.Index(rows, name="Method"))
 
 
-def save_results_csv(results, path, rows=None, columns=None, *, percent=True, decimals=2,
-                     metadata=None):
+def save_results_csv(
+    results: Results,
+    path: PathLike,
+    rows: Sequence[str] | None = None,
+    columns: Sequence[str | Task] | None = None,
+    *,
+    percent: bool = True,
+    decimals: int = 2,
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
     """Write probe results as a tidy CSV: one line per (method, task), numbers and cell.
 
     Parameters

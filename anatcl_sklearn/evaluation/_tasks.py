@@ -8,13 +8,18 @@ ABIDE-I phenotypic file (``DX_GROUP``, ``DSM_IV_TR``, ``SEX``, ``AGE_AT_SCAN``,
 group of a binary task, and subjects with a missing value, get NaN and are left out.
 """
 
+from __future__ import annotations
+
 import numbers
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
+
+from .._typing import ArrayLike
 
 __all__ = ["PAPER_TABLES", "TASKS", "Task", "get_task"]
 
@@ -85,6 +90,9 @@ _CANONICAL_GROUP = {alias: group for group, aliases in _GROUP_ALIASES.items() fo
 
 class _Rule:
     """Base of the registry's rules: called with the task's name, for error messages."""
+
+    def __call__(self, frame: pd.DataFrame, task_name: str) -> pd.Series:
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
@@ -244,7 +252,7 @@ class Task:
 
     name: str
     kind: str
-    rule: object = None
+    rule: Callable[..., ArrayLike] | None = None
     dataset: str = ""
     title: str = ""
     cohort: str | None = None
@@ -264,16 +272,16 @@ class Task:
             )
 
     @property
-    def metric(self):
+    def metric(self) -> str:
         return _METRICS[self.kind]
 
     @property
-    def label(self):
+    def label(self) -> str:
         """Dataset and title, e.g. ``"ADNI HC vs AD"`` (the name when both are empty)."""
         text = " ".join(part for part in (self.dataset, self.title) if part)
         return text or self.name
 
-    def labels(self, participants):
+    def labels(self, participants: pd.DataFrame | ArrayLike) -> pd.Series:
         """Labels of every subject, NaN (or None) for those the task leaves out.
 
         Parameters
@@ -397,7 +405,7 @@ PAPER_TABLES = MappingProxyType(
 )
 
 
-def get_task(task):
+def get_task(task: str | Task) -> Task:
     """Return a :class:`Task` from a registry name, a Task, or a kind for plain labels.
 
     Parameters
