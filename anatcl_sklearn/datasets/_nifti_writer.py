@@ -5,6 +5,8 @@ and writes one gzipped NIfTI per subject, with the grid's affine, plus a ``parti
 whose ``path`` column ``anatcl-sklearn embed`` reads as a list file.
 """
 
+from __future__ import annotations
+
 import gzip
 import io
 import numbers
@@ -12,7 +14,9 @@ import os
 from pathlib import Path
 
 import numpy as np
+from sklearn.utils import Bunch
 
+from .._typing import PathLike, RandomState
 from ..images._grid import OPENBHB_SHAPE
 
 __all__ = ["write_synthetic_brains"]
@@ -64,14 +68,14 @@ def _check_folder(folder, names, overwrite):
 
 
 def write_synthetic_brains(
-    folder: "str | os.PathLike[str]",
+    folder: PathLike,
     n_subjects: int = 8,
     *,
-    shape: "tuple[int, int, int]" = OPENBHB_SHAPE,
+    shape: tuple[int, int, int] = OPENBHB_SHAPE,
     cohort: str = "openbhb",
-    random_state: "int | np.random.RandomState | None" = None,
+    random_state: RandomState = None,
     overwrite: bool = False,
-):
+) -> Bunch:
     """Write synthetic brains as NIfTI files with their affine, plus a participants table.
 
     Draws :func:`~anatcl_sklearn.datasets.make_synthetic_brains` and writes, in ``folder``

@@ -4,6 +4,8 @@ Nothing is downloaded: OpenBHB is distributed under its own data-usage terms and
 fetched by the user.
 """
 
+from __future__ import annotations
+
 import re
 from collections import Counter
 from pathlib import Path
@@ -158,7 +160,7 @@ def _describe(ids, limit=5):
     return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
 
 
-def load_openbhb(root, split="train", *, on_missing="raise"):
+def load_openbhb(root: str | Path, split: str = "train", *, on_missing: str = "raise") -> Bunch:
     """Load a local copy of OpenBHB: VBM image paths, age, sex, site and anatomy.
 
     Nothing is downloaded and no voxel is read: ``images`` holds file paths, to be loaded

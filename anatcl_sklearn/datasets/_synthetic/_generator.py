@@ -12,6 +12,8 @@ complete the picture; sites differ in intensity, noise and smoothness.
 Nothing here claims anatomical accuracy: the data are for checking that code runs and that
 signal which is present can be found."""
 
+from __future__ import annotations
+
 import numbers
 
 import numpy as np
@@ -22,6 +24,7 @@ from ...anatomy._regions import (
     ANATOMY_MEASURES,
     DESIKAN_REGIONS,
 )
+from ..._typing import RandomState
 from ...images._grid import OPENBHB_SHAPE
 from ._anatomy_model import _COHORTS, _PHENOTYPE_COLUMNS
 from ._cohorts import _draw_subjects
@@ -80,15 +83,15 @@ def _check_age_range(age_range):
 
 
 def make_synthetic_brains(
-    n_subjects=100,
+    n_subjects: int = 100,
     *,
-    shape=OPENBHB_SHAPE,
-    cohort="openbhb",
-    n_sites=4,
-    age_range=None,
-    random_state=None,
-    return_images=True,
-):
+    shape: tuple[int, int, int] = OPENBHB_SHAPE,
+    cohort: str = "openbhb",
+    n_sites: int = 4,
+    age_range: tuple[float, float] | None = None,
+    random_state: RandomState = None,
+    return_images: bool = True,
+) -> Bunch:
     """Generate synthetic grey-matter maps with Desikan anatomy, labels and phenotypes.
 
     A stand-in for OpenBHB and the AnatCL downstream cohorts that needs no download. Each
