@@ -10,9 +10,12 @@ Each command is a module with ``build_parser()`` and ``main(argv)``, listed once
 :data:`COMMANDS`; adding a command is adding one line there.
 """
 
+from __future__ import annotations
+
 import argparse
 import importlib
 import sys
+from collections.abc import Sequence
 
 __all__ = ["COMMANDS", "DEFAULT_COMMAND", "build_parser", "main"]
 
@@ -38,13 +41,13 @@ COMMANDS = {
 DEFAULT_COMMAND = "demo"
 
 
-def _version():
+def _version() -> str:
     from .._version import __version__
 
     return __version__
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     """The top-level parser: its help lists the commands (each command parses its own options).
 
     Returns
@@ -67,12 +70,12 @@ def build_parser():
     return p
 
 
-def command_parser(name):
+def command_parser(name: str) -> argparse.ArgumentParser:
     """The full argument parser of command ``name`` (its module's ``build_parser()``)."""
     return importlib.import_module(COMMANDS[name][0]).build_parser()
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     """Run a command (the demo when none is named); return the exit status.
 
     Parameters

@@ -1,8 +1,11 @@
 """``anatcl-sklearn convert CHECKPOINT OUT_DIR``: a torch checkpoint to a saved-model folder."""
 
+from __future__ import annotations
+
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 
 from ._errors import error
 from ._types import number
@@ -10,7 +13,7 @@ from ._types import number
 PROG = "anatcl-sklearn convert"
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``anatcl-sklearn convert``."""
     from ..models import ARCHITECTURES
 
@@ -32,7 +35,7 @@ def build_parser():
     return p
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     """Run ``anatcl-sklearn convert``; 0 on success, 2 on a user error (one line on stderr)."""
     from ..models import convert_checkpoint
     from ..models._saved import CONFIG_NAME, WEIGHTS_NAME, existing_model_files

@@ -4,8 +4,11 @@ With no data path it runs on synthetic brains (96 subjects on a 32x38x32 grid, 1
 39 s on two idle CPU cores); with ``--openbhb DIR`` it runs on OpenBHB's training split at full size.
 """
 
+from __future__ import annotations
+
 import argparse
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +20,7 @@ PROG = "anatcl-sklearn demo"
 MIN_SUBJECTS = 20
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``anatcl-sklearn demo`` (also run with no command).
 
     Returns
@@ -108,7 +111,7 @@ def _probe(Z, age, sex, random_state):
     return mae, bacc
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo: pretrain, embed, probe; print a small table.
 
     Returns

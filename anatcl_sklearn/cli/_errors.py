@@ -6,6 +6,8 @@ command passes such a message through :func:`flag_words` (one table, :data:`FLAG
 printing it, and :func:`error` prints the one-line ``PROG: error: ...`` of a failed run.
 """
 
+from __future__ import annotations
+
 import re
 import sys
 
@@ -34,7 +36,7 @@ FLAG_WORDS = (
 _COMPILED = tuple((re.compile(pattern), repl) for pattern, repl in FLAG_WORDS)
 
 
-def flag_words(message):
+def flag_words(message: str | BaseException) -> str:
     """``message`` with the library's parameter spellings replaced by the command line's.
 
     Parameters
@@ -59,7 +61,7 @@ def flag_words(message):
     return " ".join(text.split())
 
 
-def error(prog, message):
+def error(prog: str, message: str | BaseException) -> int:
     """Print ``PROG: error: MESSAGE`` (in the command line's words, one line) on stderr.
 
     Returns

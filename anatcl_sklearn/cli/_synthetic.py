@@ -5,8 +5,11 @@ Writes what :func:`anatcl_sklearn.datasets.write_synthetic_brains` writes: one
 (participant_id, age, sex, site, diagnosis, path), itself a list file for ``embed``.
 """
 
+from __future__ import annotations
+
 import argparse
 import sys
+from collections.abc import Sequence
 
 from ._errors import error
 from ._types import number
@@ -15,7 +18,7 @@ PROG = "anatcl-sklearn synthetic"
 _COHORTS = ("openbhb", "adni", "oasis3", "schizconnect", "abide")
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``anatcl-sklearn synthetic``.
 
     Returns
@@ -50,7 +53,7 @@ def build_parser():
     return p
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     """Run ``anatcl-sklearn synthetic``.
 
     Parameters

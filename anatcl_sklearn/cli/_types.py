@@ -1,13 +1,22 @@
 """argparse ``type=`` functions shared by the command lines: numbers checked against their range,
 so a bad value is a usage error (exit status 2, one line), never a traceback."""
 
+from __future__ import annotations
+
 import argparse
 import math
+from collections.abc import Callable
 
 __all__ = ["choices", "number", "parameter"]
 
 
-def number(kind, low=None, high=None, *, low_open=False):
+def number(
+    kind: type[int] | type[float],
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+) -> Callable[[str], float]:
     """A ``type=`` for ``kind`` (int or float) values in range.
 
     Parameters
@@ -20,7 +29,7 @@ def number(kind, low=None, high=None, *, low_open=False):
     low_open : bool, default=False
         Whether ``low`` itself is refused.
     """
-    def parse(text):
+    def parse(text: str) -> float:
         try:
             value = kind(text)
         except ValueError:
@@ -40,7 +49,7 @@ def number(kind, low=None, high=None, *, low_open=False):
     return parse
 
 
-def parameter(name, owner="AnatCLEmbedder"):
+def parameter(name: str, owner: str = "AnatCLEmbedder") -> Callable[[str], float]:
     """A ``type=`` (or ``choices``) for the estimator parameter ``name``, from its constraint.
 
     The range is the one row of :data:`anatcl_sklearn.embedder._params.PARAMETER_CONSTRAINTS`
@@ -70,7 +79,7 @@ def parameter(name, owner="AnatCLEmbedder"):
     interval = next(c for c in PARAMETER_CONSTRAINTS[name] if isinstance(c, Interval))
     kind = int if interval.type is Integral else float
 
-    def parse(text):
+    def parse(text: str) -> float:
         try:
             value = kind(text)
         except ValueError:
@@ -82,7 +91,7 @@ def parameter(name, owner="AnatCLEmbedder"):
     return parse
 
 
-def choices(name):
+def choices(name: str) -> list[str]:
     """The accepted strings of the estimator parameter ``name`` (argparse ``choices=``), in the
     order the vocabulary writes them (:mod:`anatcl_sklearn.losses._options`)."""
     from ..embedder import _params
