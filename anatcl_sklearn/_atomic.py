@@ -18,13 +18,19 @@ A write in flight, this run's or a concurrent one's, is never removed, nor any f
 that name (a user's own ``foo.tmp``).
 """
 
+from __future__ import annotations
+
 import os
 import re
 import socket
 import stat
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from ._typing import PathLike
 
 __all__ = ["STALE_AFTER_S", "STALE_FOREIGN_AFTER_S", "TEMP_PREFIX", "atomic_write",
            "atomic_write_bytes", "atomic_write_text", "current_umask", "new_file_mode",
@@ -40,12 +46,12 @@ _TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"(\d+)\.([A-Za-z0-9-]*)\..*\.t
                         re.DOTALL)
 
 
-def _host():
+def _host() -> str:
     """This host's name as it appears in a temporary file's name: [A-Za-z0-9-], <= 32."""
     return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:32]
 
 
-def _process_gone(pid):
+def _process_gone(pid: int) -> bool:
     """Whether no process ``pid`` exists on this host (False when it cannot be told)."""
     if os.name != "posix" or pid <= 0:
         return False  # on Windows, os.kill(pid, 0) would signal the process
@@ -58,7 +64,7 @@ def _process_gone(pid):
     return False
 
 
-def sweep_stale_temporaries(folder, *, now=None):
+def sweep_stale_temporaries(folder: PathLike, *, now: float | None = None) -> list[Path]:
     """Remove the stale temporary files :func:`atomic_write` left in ``folder``.
 
     Only regular files named ``.anatcl-tmp.<pid>.<host>.<...>.tmp`` are considered: one is
@@ -72,7 +78,7 @@ def sweep_stale_temporaries(folder, *, now=None):
     """
     now = time.time() if now is None else now
     host = _host()
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(folder))
     except OSError:
@@ -98,7 +104,7 @@ def sweep_stale_temporaries(folder, *, now=None):
     return removed
 
 
-def current_umask():
+def current_umask() -> int:
     """The process umask, read without changing it where the system allows."""
     try:
         # Linux >= 4.7: no window in which another thread sees umask 0.
@@ -113,12 +119,12 @@ def current_umask():
     return mask
 
 
-def new_file_mode():
+def new_file_mode() -> int:
     """The mode ``open()`` would give a new file: ``0o666`` less the umask."""
     return 0o666 & ~current_umask()
 
 
-def atomic_write(target, write):
+def atomic_write(target: PathLike, write: Callable[[str], Any]) -> Path:
     """Create or replace ``target`` with what ``write(tmp_path)`` writes to a temporary file.
 
     Parameters
@@ -132,31 +138,31 @@ def atomic_write(target, write):
     -------
     target : pathlib.Path
     """
-    target = Path(target)
-    sweep_stale_temporaries(target.parent)
+    path = Path(target)
+    sweep_stale_temporaries(path.parent)
     # The target's name is only a hint for a reader of the folder: cut, the name stays
     # within the file system's 255 bytes.
-    hint = target.name[:100]
+    hint = path.name[:100]
     prefix = f"{TEMP_PREFIX}{os.getpid()}.{_host()}.{hint}."
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=prefix, suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
         with open(tmp, "rb+") as fh:  # whatever wrote it, its bytes reach the disk first
             os.fsync(fh.fileno())
         os.chmod(tmp, new_file_mode())
-        os.replace(tmp, target)
+        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return target
+    return path
 
 
-def atomic_write_bytes(target, data):
+def atomic_write_bytes(target: PathLike, data: bytes) -> Path:
     """:func:`atomic_write` of bytes."""
     return atomic_write(target, lambda tmp: Path(tmp).write_bytes(data))
 
 
-def atomic_write_text(target, text):
+def atomic_write_text(target: PathLike, text: str) -> Path:
     """:func:`atomic_write` of UTF-8 text."""
     return atomic_write(target, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

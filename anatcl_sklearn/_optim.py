@@ -1,5 +1,9 @@
 """Optimizer settings shared by every training loop of the package."""
 
+from __future__ import annotations
+
+from typing import Any
+
 import torch
 
 # torch's single-kernel ("fused") Adam exists for these device types. On the CPU it makes a step
@@ -9,7 +13,7 @@ import torch
 _FUSED_ADAM_DEVICE_TYPES = ("cpu", "cuda")
 
 
-def adam_kwargs(device):
+def adam_kwargs(device: str | torch.device) -> dict[str, Any]:
     """Keyword arguments for :class:`torch.optim.Adam` on ``device``: fused where torch has it.
 
     Parameters

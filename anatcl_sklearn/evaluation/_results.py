@@ -117,7 +117,7 @@ def _header(task, percent):
 
 def _collect(results):
     """{row: {task name: ProbeResult}} from the accepted layouts, in first-seen order."""
-    table = {}
+    table: dict[str, dict[str, ProbeResult]] = {}
     if isinstance(results, ProbeResult):
         results = [results]
     if isinstance(results, Mapping):

@@ -1,5 +1,10 @@
 """The model card (``README.md``) of a saved-model folder, generated from its config."""
 
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
 __all__ = ["model_card", "PAPER_BIBTEX"]
 
 PAPER_BIBTEX = """@article{barbano2026anatcl,
@@ -19,7 +24,7 @@ _METHODS = {
 }
 
 
-def model_card(config, title=None):
+def model_card(config: Mapping[str, Any], title: str | None = None) -> str:
     """Markdown model card for a saved model, with Hugging Face Hub front matter.
 
     Parameters
@@ -37,7 +42,7 @@ def model_card(config, title=None):
     training = config.get("training") or {}
     grid = config.get("input") or {}
     method = training.get("method")
-    label = _METHODS.get(method, method or "unknown method")
+    label: str = _METHODS.get(method or "", method or "unknown method")
     if method == "anatcl":
         label += f", {training.get('descriptor', '?')} descriptor"
     title = title or f"AnatCL encoder: {model.get('arch', '?')} pretrained with {label}"

@@ -1,6 +1,8 @@
 """The template geometry: the brain ellipsoid, hemispheres, the 68 parcels' voxels, subcortical
 blobs and ventricles, on any grid (world coordinates in mm, OpenBHB / MNI-like)."""
 
+from __future__ import annotations
+
 import functools
 from dataclasses import dataclass
 
@@ -166,7 +168,9 @@ def _ellipsoid_voxels(shape, affine, voxel, centres, axes, max_scale):
     """Flat indices, normalised radius and 1 / |grad rho| of the voxels within ``max_scale``
     (plus one voxel) of the ellipsoids with semi-axes ``axes`` centred at ``centres``; a
     voxel in several keeps its smallest radius."""
-    flat, rho_out, inv_out = [], [], []
+    flat_out: list[np.ndarray] = []
+    rho_out: list[np.ndarray] = []
+    inv_out: list[np.ndarray] = []
     for centre in centres:
         centre = np.asarray(centre, float)
         reach = np.asarray(axes) * max_scale + voxel
@@ -180,10 +184,10 @@ def _ellipsoid_voxels(shape, affine, voxel, centres, axes, max_scale):
         points = grid * np.diag(affine)[:3] + affine[:3, 3]
         rho, inv_grad = _ellipsoid_terms(points, centre, np.asarray(axes, float))
         keep = rho < max_scale + voxel / np.min(axes)
-        flat.append(np.ravel_multi_index(tuple(grid[keep].T), shape))
+        flat_out.append(np.ravel_multi_index(tuple(grid[keep].T), shape))
         rho_out.append(rho[keep])
         inv_out.append(inv_grad[keep])
-    flat, rho, inv_grad = (np.concatenate(a) for a in (flat, rho_out, inv_out))
+    flat, rho, inv_grad = (np.concatenate(a) for a in (flat_out, rho_out, inv_out))
     order = np.lexsort((rho, flat))
     flat, rho, inv_grad = flat[order], rho[order], inv_grad[order]
     first = np.concatenate([[True], flat[1:] != flat[:-1]])
