@@ -5,10 +5,19 @@ as in NIfTI). Orientation lives in the affine alone: LAS and RAS copies of one b
 same shape, and only :func:`nibabel.orientations.aff2axcodes` tells them apart.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
 import nibabel as nib
 import numpy as np
 
+from .._typing import ArrayLike
 from ..exceptions import GridWarning, warn
+
+if TYPE_CHECKING:
+    from ._reading import ImageCollection
 
 __all__ = [
     "OPENBHB_AFFINE",
@@ -24,7 +33,7 @@ OPENBHB_SHAPE = (121, 145, 121)
 OPENBHB_VOXEL_SIZE = (1.5, 1.5, 1.5)
 
 
-def _openbhb_affine():
+def _openbhb_affine() -> np.ndarray:
     affine = np.diag([-1.5, 1.5, 1.5, 1.0])
     affine[:3, 3] = (90.0, -126.0, -72.0)
     affine.setflags(write=False)  # a shared constant: nobody may change it in place
@@ -43,23 +52,23 @@ _LINEAR_RTOL = 1e-3
 _ORIGIN_VOXEL_FRACTION = 0.1
 
 
-def zooms_of_affine(affine):
+def zooms_of_affine(affine: ArrayLike) -> tuple[float, ...]:
     """Voxel sizes (mm) of an affine: the norms of its linear part's columns."""
     return tuple(float(z) for z in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)))
 
 
-def axcodes(affine):
+def axcodes(affine: ArrayLike) -> str:
     """Axis codes such as ``"LAS"`` of an affine."""
     return "".join(str(c) for c in nib.aff2axcodes(np.asarray(affine)))
 
 
-def describe_affine(affine):
+def describe_affine(affine: ArrayLike) -> str:
     """``LAS, 1.5x1.5x1.5 mm, origin (90, -126, -72)`` for messages."""
     origin = ", ".join(f"{v:g}" for v in np.round(np.asarray(affine)[:3, 3], 3))
     return f"{axcodes(affine)}, {mm(zooms_of_affine(affine))} mm voxels, origin ({origin})"
 
 
-def affine_mismatch(a, b):
+def affine_mismatch(a: ArrayLike, b: ArrayLike) -> str | None:
     """Why two affines are not one grid (a short phrase), or None when they are."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     if axcodes(a) != axcodes(b):
@@ -74,7 +83,7 @@ def affine_mismatch(a, b):
     return None
 
 
-def check_affine(affine, name="affine"):
+def check_affine(affine: ArrayLike, name: str = "affine") -> np.ndarray:
     """A float64 4 x 4 copy of a valid voxel-to-world affine, or a ValueError naming it."""
     try:
         out = np.array(affine, dtype=np.float64)
@@ -97,7 +106,9 @@ def check_affine(affine, name="affine"):
 MIN_COVERAGE = 0.75
 
 
-def check_coverage(data, source_affine, shape, affine, label):
+def check_coverage(
+    data: ArrayLike, source_affine: ArrayLike, shape: Sequence[int], affine: ArrayLike, label: str
+) -> None:
     """Refuse (ValueError naming ``label``) a volume whose affine puts less than
     :data:`MIN_COVERAGE` of its non-zero voxels inside the target grid (a voxel is inside
     when its centre falls within the grid's outer voxel faces). An all-zero volume is not
@@ -121,7 +132,7 @@ def check_coverage(data, source_affine, shape, affine, label):
         )
 
 
-def check_shape(shape, name="shape"):
+def check_shape(shape: Iterable[Any], name: str = "shape") -> tuple[int, ...]:
     """A tuple of 3 positive Python ints, or an error naming ``name``."""
     try:
         values = tuple(shape)
@@ -134,11 +145,13 @@ def check_shape(shape, name="shape"):
     return tuple(int(v) for v in values)
 
 
-def mm(zooms):
+def mm(zooms: Iterable[float]) -> str:
     return "x".join(f"{z:g}" for z in zooms)
 
 
-def _grid_text(shape, affine=None, zooms=None):
+def _grid_text(
+    shape: Iterable[int], affine: ArrayLike | None = None, zooms: Iterable[float] | None = None
+) -> str:
     text = "x".join(str(s) for s in shape) + " voxels"
     if affine is not None:
         text += f" ({describe_affine(affine)})"
@@ -154,7 +167,9 @@ _CONFORM_ADVICE = (
 )
 
 
-def warn_grid(images, name, hint="pass warn_grid=False if this is intended"):
+def warn_grid(
+    images: ImageCollection, name: str, hint: str = "pass warn_grid=False if this is intended"
+) -> None:
     """check_images' warning: images not on OpenBHB's grid (shape, voxel size, orientation)."""
     if _on_grid(images, OPENBHB_SHAPE, OPENBHB_AFFINE):
         return
@@ -167,7 +182,7 @@ def warn_grid(images, name, hint="pass warn_grid=False if this is intended"):
     )
 
 
-def _on_grid(images, shape, affine):
+def _on_grid(images: ImageCollection, shape: Sequence[int], affine: ArrayLike | None) -> bool:
     if tuple(images.shape) != tuple(shape):
         return False
     if images.affine is not None and affine is not None:
@@ -177,7 +192,12 @@ def _on_grid(images, shape, affine):
     return True
 
 
-def warn_pretrained_grid(images, trained_shape, trained_affine=None, name="X"):
+def warn_pretrained_grid(
+    images: ImageCollection,
+    trained_shape: Sequence[int] | None,
+    trained_affine: ArrayLike | None = None,
+    name: str = "X",
+) -> None:
     """Warn when pretrained weights meet images of another grid than they were trained on.
 
     ``trained_shape`` / ``trained_affine`` are the grid the weights record
@@ -198,7 +218,7 @@ def warn_pretrained_grid(images, trained_shape, trained_affine=None, name="X"):
     )
 
 
-def affine_or_openbhb(shape, affine):
+def affine_or_openbhb(shape: Sequence[int], affine: ArrayLike | None) -> np.ndarray | None:
     """The affine of a grid: the one recorded, else OpenBHB's for OpenBHB's shape (arrays and
     .npy files of that shape, OpenBHB's own format, are taken to be on its grid), else None."""
     if affine is not None:
@@ -217,7 +237,13 @@ _NO_AFFINE = {
 }
 
 
-def target_grid(conform, recorded_shape=None, recorded_affine=None, *, recorded_by="weights"):
+def target_grid(
+    conform: bool | tuple[Sequence[int], ArrayLike] | None,
+    recorded_shape: Sequence[int] | None = None,
+    recorded_affine: ArrayLike | None = None,
+    *,
+    recorded_by: str = "weights",
+) -> tuple[tuple[int, ...], np.ndarray] | None:
     """The grid images are conformed to: the one function that decides it.
 
     Parameters

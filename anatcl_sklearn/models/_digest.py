@@ -7,12 +7,15 @@ file it downloads and checks it before each use; converted model folders use
 :func:`file_sha256` for the digest they store.
 """
 
+from __future__ import annotations
+
 import hashlib
 import os
 import re
 from pathlib import Path
 
 from .._atomic import atomic_write_bytes
+from .._typing import PathLike
 
 __all__ = ["check_digest", "file_sha256", "read_digest", "write_digest"]
 
@@ -23,7 +26,7 @@ _HEX = re.compile(r"[0-9a-fA-F]{64}")
 _LINE = re.compile(r"([0-9a-fA-F]{64}) [ *](\S.*)")
 
 
-def file_sha256(path):
+def file_sha256(path: PathLike) -> str:
     """Return the SHA-256 of a file's content, read in 1 MiB chunks.
 
     Parameters
@@ -56,11 +59,11 @@ def file_sha256(path):
     return digest.hexdigest()
 
 
-def _sidecar(path):
+def _sidecar(path: PathLike) -> Path:
     return Path(os.fspath(path) + _SUFFIX)
 
 
-def _normalise(hexdigest, what):
+def _normalise(hexdigest: object, what: str) -> str:
     if not isinstance(hexdigest, str) or not _HEX.fullmatch(hexdigest):
         raise ValueError(
             f"{what} must be a SHA-256 digest of 64 hexadecimal digits; got "
@@ -69,7 +72,7 @@ def _normalise(hexdigest, what):
     return hexdigest.lower()
 
 
-def write_digest(path, *, hexdigest=None):
+def write_digest(path: PathLike, *, hexdigest: str | None = None) -> str:
     """Record the SHA-256 of a file in ``<path>.sha256`` and return it.
 
     The sidecar is written atomically (a temporary file in the same folder,
@@ -110,13 +113,12 @@ def write_digest(path, *, hexdigest=None):
         hexdigest = file_sha256(path)
     else:
         hexdigest = _normalise(hexdigest, "hexdigest")
-    path = Path(path)
-    line = f"{hexdigest}  {path.name}\n".encode()
+    line = f"{hexdigest}  {Path(path).name}\n".encode()
     atomic_write_bytes(_sidecar(path), line)
     return hexdigest
 
 
-def read_digest(path):
+def read_digest(path: PathLike) -> str | None:
     """Return the digest recorded in ``<path>.sha256``, or None.
 
     Parameters
@@ -149,7 +151,7 @@ def read_digest(path):
     return match.group(1).lower() if match else None
 
 
-def check_digest(path, expected=None):
+def check_digest(path: PathLike, expected: str | None = None) -> bool:
     """Whether a file's SHA-256 is the expected one.
 
     Parameters

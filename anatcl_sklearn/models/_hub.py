@@ -5,7 +5,13 @@ ImportError that says how to install it. Only the saved-model files travel
 (``model.safetensors``, ``config.json``, ``README.md``).
 """
 
+from __future__ import annotations
+
 import re
+from types import ModuleType
+from typing import TypeGuard
+
+from .._typing import PathLike
 
 __all__ = ["HUB_PREFIX", "download_from_hub", "is_hub_spec", "parse_hub_spec", "push_folder"]
 
@@ -15,7 +21,7 @@ _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$"
 INSTALL_HINT = 'pip install "anatcl-sklearn[hub]"'
 
 
-def require_hub(what):
+def require_hub(what: str) -> ModuleType:
     """The huggingface_hub module, or an ImportError naming the extra to install."""
     try:
         import huggingface_hub
@@ -27,11 +33,11 @@ def require_hub(what):
     return huggingface_hub
 
 
-def is_hub_spec(value):
+def is_hub_spec(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and value.startswith(HUB_PREFIX)
 
 
-def parse_hub_spec(spec):
+def parse_hub_spec(spec: str) -> tuple[str, str | None]:
     """``hf://owner/repo@rev`` -> (``owner/repo``, ``rev`` or None); ValueError when malformed."""
     body = spec[len(HUB_PREFIX):]
     repo, sep, revision = body.partition("@")
@@ -43,7 +49,7 @@ def parse_hub_spec(spec):
     return repo, (revision or None)
 
 
-def download_from_hub(spec, cache_dir=None):
+def download_from_hub(spec: str, cache_dir: PathLike | None = None) -> str:
     """Download a saved-model folder from the Hub (or find it in the local Hub cache).
 
     Returns the local folder. ``HF_HUB_OFFLINE=1`` uses the cache alone.
@@ -59,8 +65,15 @@ def download_from_hub(spec, cache_dir=None):
         ) from exc
 
 
-def push_folder(directory, repo_id, *, revision=None, private=None, token=None,
-                commit_message=None):
+def push_folder(
+    directory: PathLike,
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str | None = None,
+) -> str:
     """Upload a saved-model folder's files to ``repo_id`` (created if missing).
 
     Returns the URL of the commit.

@@ -6,6 +6,8 @@ huggingface_hub only talks to the Hub, and neither is worth a dependency for one
 Range header. The caller (:mod:`._official`) owns the temporary file, its checks and rename.
 """
 
+from __future__ import annotations
+
 import http.client
 import os
 import re
@@ -17,7 +19,9 @@ import urllib.parse
 import urllib.request
 import zipfile
 import zlib
+from typing import IO, Any
 
+from .._typing import PathLike
 from ..exceptions import FetchFailed
 
 __all__ = ["URL_ENV_VAR", "FetchFailed", "archive_damage", "check_not_html", "fetch_error",
@@ -37,7 +41,7 @@ _BACKOFF_S = (1.0, 2.0)
 _PROGRESS_INTERVAL_S = 0.5
 
 
-def fetch_with_retries(source, out, progress, label):
+def fetch_with_retries(source: str, out: IO[bytes], progress: bool, label: str) -> None:
     """Copy ``source`` into the open binary file ``out``; FetchFailed after the last try."""
     resumable = urllib.parse.urlparse(source).scheme.lower() in ("http", "https")
     for attempt in range(1, _ATTEMPTS + 1):
@@ -55,7 +59,7 @@ class _Incomplete(OSError):
     """The transfer stopped early; worth another (resumed) attempt."""
 
 
-def _is_transient(exc):
+def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, urllib.error.HTTPError):
         return exc.code in (408, 425, 429) or exc.code >= 500
     if isinstance(exc, urllib.error.URLError):
@@ -66,7 +70,7 @@ def _is_transient(exc):
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 
-def _fetch_once(source, out, resumable, progress, label):
+def _fetch_once(source: str, out: IO[bytes], resumable: bool, progress: bool, label: str) -> None:
     done = out.seek(0, os.SEEK_END)
     request = urllib.request.Request(source)
     if resumable and done:
@@ -116,7 +120,7 @@ def _fetch_once(source, out, resumable, progress, label):
         raise _Incomplete(f"incomplete download ({done} of {total} bytes)")
 
 
-def _isatty(stream):
+def _isatty(stream: Any) -> bool:
     try:
         return stream is not None and bool(stream.isatty())
     except (AttributeError, ValueError, OSError):
@@ -126,12 +130,12 @@ def _isatty(stream):
 class _Progress:
     """One line redrawn in place on a terminal, at most every 0.5 s; silent otherwise."""
 
-    def __init__(self, label, enabled):
+    def __init__(self, label: str, enabled: bool) -> None:
         self.label = label
         self.enabled = bool(enabled) and _isatty(sys.stderr)
-        self.last = None
+        self.last: float | None = None
 
-    def update(self, done, total):
+    def update(self, done: int, total: int | None) -> None:
         if not self.enabled:
             return
         now = time.monotonic()
@@ -140,13 +144,13 @@ class _Progress:
         self.last = now
         self._draw(done, total)
 
-    def close(self, done, total):
+    def close(self, done: int, total: int | None) -> None:
         if self.enabled and self.last is not None:
             self._draw(done, total)
             sys.stderr.write("\n")
             sys.stderr.flush()
 
-    def _draw(self, done, total):
+    def _draw(self, done: int, total: int | None) -> None:
         size = f"{done / 1e6:.1f} MB"
         if total:
             size += f" / {total / 1e6:.1f} MB ({100 * done / total:.0f}%)"
@@ -154,7 +158,7 @@ class _Progress:
         sys.stderr.flush()
 
 
-def archive_damage(path):
+def archive_damage(path: PathLike) -> str | None:
     """Why a downloaded torch zip archive is damaged (truncated, a bad CRC), or None.
 
     ``torch.save`` writes a zip archive (the released weights are one): its central
@@ -178,7 +182,7 @@ def archive_damage(path):
     return None
 
 
-def fetch_error(exc, source, label, target, stale):
+def fetch_error(exc: FetchFailed, source: str, label: str, target: PathLike, stale: str) -> OSError:
     tries = f" after {exc.attempts} attempts" if exc.attempts > 1 else ""
     return OSError(
         f"Could not download the AnatCL weights {label} from {source}"
@@ -189,7 +193,7 @@ def fetch_error(exc, source, label, target, stale):
     )
 
 
-def check_not_html(path, source, target):
+def check_not_html(path: PathLike, source: str, target: PathLike) -> None:
     # A login wall or error page can come back with status 200; caching it
     # would only defer the failure to an obscure unpickling error.
     with open(path, "rb") as fh:
