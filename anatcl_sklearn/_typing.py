@@ -13,7 +13,8 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
-    "ArrayLike", "FloatArray", "Images", "NDArray", "PathLike", "RandomState", "TensorLike",
+    "ArrayLike", "Device", "FloatArray", "Images", "NDArray", "PathLike", "RandomState",
+    "TensorLike",
 ]
 
 #: A file or folder path: what every function taking a path accepts.
@@ -28,6 +29,9 @@ RandomState: TypeAlias = int | np.random.RandomState | None
 
 #: A floating-point array of any precision (float32 or float64, as the input was).
 FloatArray: TypeAlias = NDArray[np.floating[Any]]
+
+#: A torch device or its name (``"cpu"``, ``"cuda:1"``).
+Device: TypeAlias = str | torch.device
 
 #: A tensor, or anything numpy turns into an array (ages, anatomy, predictions).
 TensorLike: TypeAlias = torch.Tensor | ArrayLike

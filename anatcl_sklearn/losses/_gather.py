@@ -17,6 +17,8 @@ gradient instead of reduce-scattering it costs nothing measurable.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.distributed as dist
 
@@ -29,14 +31,16 @@ _DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16, torch.in
            torch.bool, torch.uint8)
 
 
-def _world(group=None):
+def _world(group: dist.ProcessGroup | None = None) -> tuple[int, int]:
     """Return ``(rank, world_size)`` in ``group``, or ``(0, 1)`` without a process group."""
     if not (dist.is_available() and dist.is_initialized()):
         return 0, 1
     return dist.get_rank(group=group), dist.get_world_size(group=group)
 
 
-def _all_gather_ints(values, device, group=None):
+def _all_gather_ints(
+    values: Sequence[int], device: torch.device, group: dist.ProcessGroup | None = None
+) -> list[list[int]]:
     """All-gather a short list of ints (one list per rank) as a list of lists."""
     _, world = _world(group)
     local = torch.tensor(values, dtype=torch.int64, device=device)
@@ -78,20 +82,22 @@ class _GatherRows(torch.autograd.Function):
         return padded[ctx.rank, : sizes[ctx.rank]].clone(), None, None
 
 
-def _gather_rows(tensor, sizes, group=None):
+def _gather_rows(
+    tensor: torch.Tensor, sizes: Sequence[int], group: dist.ProcessGroup | None = None
+) -> torch.Tensor:
     """Gather with known per-rank row counts (no header exchange); identity on one rank."""
     if len(sizes) == 1:
         return tensor
     return _GatherRows.apply(tensor, list(sizes), group)
 
 
-def _header(tensor):
+def _header(tensor: torch.Tensor) -> list[int]:
     code = _DTYPES.index(tensor.dtype) if tensor.dtype in _DTYPES else -1
     shape = list(tensor.shape) + [-1] * (_MAX_NDIM - tensor.ndim)
     return [tensor.ndim, code, *shape]
 
 
-def _describe_header(header):
+def _describe_header(header: Sequence[int]) -> str:
     ndim, code = header[0], header[1]
     dtype = _DTYPES[code] if code >= 0 else "another dtype"
     return f"shape {tuple(header[2 : 2 + ndim])}, {dtype}"

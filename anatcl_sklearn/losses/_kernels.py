@@ -29,11 +29,11 @@ from ._validation import (
 _NORM_EPS = 1e-12
 
 
-def _squared_differences(age):
+def _squared_differences(age: torch.Tensor) -> torch.Tensor:
     return (age[:, None] - age[None, :]) ** 2
 
 
-def _age_kernel(age, sigma, kind):
+def _age_kernel(age: torch.Tensor, sigma: float, kind: str) -> torch.Tensor:
     """Age kernel on an already checked 1-D tensor (no validation)."""
     sq = _squared_differences(age)
     if kind == "rbf":
@@ -142,7 +142,7 @@ def age_kernel(age: TensorLike, sigma: float = 2.0, kind: str = "rbf") -> torch.
     return _age_kernel(age, sigma, kind)
 
 
-def _cosine_kernel(anatomy, dim, n_terms):
+def _cosine_kernel(anatomy: torch.Tensor, dim: int, n_terms: int) -> torch.Tensor:
     """Mean of cosines between matching sub-vectors, as one matrix product.
 
     The vectors along ``dim`` are made unit length, flattened side by side, and the Gram matrix
@@ -152,7 +152,7 @@ def _cosine_kernel(anatomy, dim, n_terms):
     return (units @ units.T) / n_terms
 
 
-def _anatomy_kernel(anatomy, descriptor):
+def _anatomy_kernel(anatomy: torch.Tensor, descriptor: str) -> torch.Tensor:
     """Anatomy kernel on an already checked (n, R, M) tensor (no validation)."""
     _, n_regions, n_measures = anatomy.shape
     if descriptor == "local":

@@ -4,11 +4,16 @@ Every check runs before any pairwise matrix is built, so a bad call fails fast w
 that names the argument, what was received and what was expected.
 """
 
+from __future__ import annotations
+
 import sys
+from collections.abc import Iterable
 
 import numpy as np
 import torch
 from sklearn.utils._param_validation import StrOptions
+
+from .._typing import Device, TensorLike
 
 # The vocabulary (methods, descriptors, kernels, ranges) is written once, in _options.
 from ._options import (
@@ -23,7 +28,7 @@ from ._options import (
 __all__ = ["AGE_KERNELS", "DESCRIPTORS", "check_option", "check_scalar"]
 
 
-def _caller_name(depth=2):
+def _caller_name(depth: int = 2) -> str:
     """The function or class (for ``__init__``) that called the check, named in the message."""
     frame = sys._getframe(depth)
     if frame.f_code.co_name == "__init__" and "self" in frame.f_locals:
@@ -31,7 +36,9 @@ def _caller_name(depth=2):
     return frame.f_code.co_name
 
 
-def check_scalar(value, name, *, strictly_positive=True, caller=None):
+def check_scalar(
+    value: object, name: str, *, strictly_positive: bool = True, caller: str | None = None
+) -> float:
     """Return ``value`` as a float after checking that it is a finite, positive real number.
 
     The range is the loss vocabulary's (:data:`~._options.LOSS_CONSTRAINTS`) for a known
@@ -59,7 +66,7 @@ def check_scalar(value, name, *, strictly_positive=True, caller=None):
     return check_param(value, name, caller or _caller_name(), constraint)
 
 
-def check_option(value, name, options, caller=None):
+def check_option(value: object, name: str, options: Iterable[str], caller: str | None = None) -> str:
     """Check that ``value`` is one of ``options``.
 
     Parameters
@@ -81,7 +88,9 @@ def check_option(value, name, options, caller=None):
     return check_param(value, name, caller or _caller_name(), StrOptions(set(options)))
 
 
-def as_float_tensor(x, name, *, device=None, dtype=None):
+def as_float_tensor(
+    x: TensorLike, name: str, *, device: Device | None = None, dtype: torch.dtype | None = None
+) -> torch.Tensor:
     """Convert a tensor, array or sequence to a floating torch tensor without copying if possible.
 
     Integer and boolean inputs become the default float dtype, half-precision inputs become
@@ -127,7 +136,7 @@ def as_float_tensor(x, name, *, device=None, dtype=None):
     return tensor
 
 
-def check_finite(tensor, name):
+def check_finite(tensor: torch.Tensor, name: str) -> None:
     """Raise ValueError if ``tensor`` holds NaN or infinite values.
 
     Parameters
@@ -145,7 +154,7 @@ def check_finite(tensor, name):
         )
 
 
-def check_features(z):
+def check_features(z: torch.Tensor) -> torch.Tensor:
     """Check the embeddings ``z`` of shape (n_samples, n_views, n_features).
 
     Parameters
@@ -181,7 +190,13 @@ def check_features(z):
     return z
 
 
-def check_age(age, n_samples=None, *, device=None, dtype=None):
+def check_age(
+    age: TensorLike | None,
+    n_samples: int | None = None,
+    *,
+    device: Device | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
     """Check and convert ages of shape (n_samples,) or (n_samples, 1) to a 1-D tensor.
 
     Parameters
@@ -216,7 +231,14 @@ def check_age(age, n_samples=None, *, device=None, dtype=None):
     return age
 
 
-def check_anatomy(anatomy, n_samples=None, *, device=None, dtype=None, non_negative=False):
+def check_anatomy(
+    anatomy: TensorLike | None,
+    n_samples: int | None = None,
+    *,
+    device: Device | None = None,
+    dtype: torch.dtype | None = None,
+    non_negative: bool = False,
+) -> torch.Tensor:
     """Check and convert anatomical measures of shape (n_samples, n_regions, n_measures).
 
     Parameters
@@ -264,7 +286,13 @@ def check_anatomy(anatomy, n_samples=None, *, device=None, dtype=None, non_negat
     return anatomy
 
 
-def check_weights(weights, n_samples, *, device=None, dtype=None):
+def check_weights(
+    weights: TensorLike,
+    n_samples: int,
+    *,
+    device: Device | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
     """Check a subject weight matrix of shape (n_samples, n_samples).
 
     Parameters
