@@ -19,7 +19,10 @@ The gallery's ``ANATCL_*`` settings and data helpers live in the private module
 :class:`FutureWarning`, and will be removed.
 """
 
+from __future__ import annotations
+
 import warnings
+from typing import Any
 
 from ._cohorts import load_cohort
 from ._methods import PAPER_METHODS
@@ -52,7 +55,7 @@ __all__ = [
 _MOVED = ("FAST_METHODS", "load_example_data", "settings_from_env", "synthetic_cohort_size")
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     if name in _MOVED:
         warnings.warn(
             f"anatcl_sklearn.evaluation.{name} is the gallery's plumbing, not public API: it "

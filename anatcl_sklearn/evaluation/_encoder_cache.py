@@ -13,17 +13,24 @@ with :func:`os.replace`: a reader never sees half an entry, and a failed write l
 nothing behind.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import joblib
 import numpy as np
 from sklearn.utils import Bunch
 
 from .._atomic import atomic_write, atomic_write_text
+from .._typing import ArrayLike, Images, PathLike
+
+if TYPE_CHECKING:
+    from ..embedder import AnatCLEmbedder
 
 __all__ = ["data_key", "embed_cached", "encoder_key", "fit_or_load"]
 
@@ -35,7 +42,7 @@ _INFERENCE = ("output", "batch_size", "device", "num_workers", "conform", "preci
               "channels_last")
 
 
-def _data_identity(X):
+def _data_identity(X: Any) -> Any:
     """X by content: arrays as they are, file paths by path, size and modification time."""
     if isinstance(X, (str, os.PathLike)):
         st = os.stat(X)
@@ -45,12 +52,17 @@ def _data_identity(X):
     return X
 
 
-def data_key(*arrays):
+def data_key(*arrays: Any) -> str:
     """A 16-hex-digit hash of arrays (or lists of images or paths) by content."""
     return joblib.hash([_data_identity(a) for a in arrays], hash_name="sha1")[:16]
 
 
-def encoder_key(embedder, X, age=None, anatomy=None):
+def encoder_key(
+    embedder: AnatCLEmbedder,
+    X: Images,
+    age: ArrayLike | None = None,
+    anatomy: ArrayLike | None = None,
+) -> str:
     """The cache key of fitting ``embedder`` on ``X``: its class, parameters and data.
 
     Parameters
@@ -73,7 +85,7 @@ def encoder_key(embedder, X, age=None, anatomy=None):
     return f"{method}-{digest}"
 
 
-def _check_cache(cache):
+def _check_cache(cache: object) -> Path:
     if not isinstance(cache, (str, os.PathLike)):
         raise TypeError(f"cache must be a folder path (str or os.PathLike); got "
                         f"{type(cache).__name__}.")
@@ -84,14 +96,21 @@ def _check_cache(cache):
     return cache
 
 
-def _history(embedder):
+def _history(embedder: AnatCLEmbedder) -> list[float]:
     history = getattr(embedder, "history_", None)
     if history is None or not len(history):
         return []
     return [float(v) for v in history[:, "train_loss"]]
 
 
-def fit_or_load(embedder, X, *, age=None, anatomy=None, cache=None):
+def fit_or_load(
+    embedder: AnatCLEmbedder,
+    X: Images,
+    *,
+    age: ArrayLike | None = None,
+    anatomy: ArrayLike | None = None,
+    cache: PathLike | None = None,
+) -> Bunch:
     """Fit ``embedder`` on ``X``, or load what the same fit on the same data saved in ``cache``.
 
     Parameters
@@ -156,7 +175,9 @@ def fit_or_load(embedder, X, *, age=None, anatomy=None, cache=None):
     return Bunch(embedder=embedder, history=history, loaded=False, folder=folder)
 
 
-def embed_cached(embedder, X, *, folder=None):
+def embed_cached(
+    embedder: AnatCLEmbedder, X: Images, *, folder: PathLike | None = None
+) -> np.ndarray:
     """``embedder.transform(X)``, saved in (and read back from) a cache entry's ``folder``.
 
     Parameters
@@ -179,7 +200,7 @@ def embed_cached(embedder, X, *, folder=None):
         return np.load(path)
     Z = embedder.transform(X)
 
-    def write(tmp):
+    def write(tmp: str) -> None:
         with open(tmp, "wb") as fh:  # a handle: np.save would add ".npy" to a path
             np.save(fh, Z)
 

@@ -4,11 +4,15 @@ Private: the examples import it by this path (``anatcl_sklearn.evaluation._galle
 not part of the public :mod:`anatcl_sklearn.evaluation` API and may change without notice.
 """
 
+from __future__ import annotations
+
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from sklearn.utils import Bunch
 
+from .._typing import PathLike
 from ._methods import PAPER_METHODS
 from ._protocol import RELEASED_METHODS
 
@@ -19,7 +23,9 @@ __all__ = ["FAST_METHODS", "cache_description", "load_example_data", "settings_f
 FAST_METHODS = ("SimCLR", "y-Aware", "AnatCL-G3")
 
 
-def settings_from_env(example, *, default_output, environ=None):
+def settings_from_env(
+    example: str, *, default_output: PathLike, environ: Mapping[str, str] | None = None
+) -> Bunch:
     """Read the shared settings of the paper-table examples from the environment.
 
     Parameters
@@ -95,7 +101,7 @@ def settings_from_env(example, *, default_output, environ=None):
                  inner_cv=3 if fast else 5, n_pretrain=32 if fast else 96, methods=methods)
 
 
-def cache_description(settings):
+def cache_description(settings: Bunch) -> str:
     """Where the encoder cache is, in words rather than as an absolute path."""
     cache = Path(settings.cache)
     if cache.name == "gallery-encoders":
@@ -103,8 +109,15 @@ def cache_description(settings):
     return f"the {cache.name} folder beside the examples' output"
 
 
-def load_example_data(settings, cohort_dirs, *, n_subjects, shape=(24, 28, 24), cv=None,
-                      verbose=True):
+def load_example_data(
+    settings: Bunch,
+    cohort_dirs: Mapping[str, str | None],
+    *,
+    n_subjects: int,
+    shape: tuple[int, int, int] = (24, 28, 24),
+    cv: int | None = None,
+    verbose: bool = True,
+) -> Bunch:
     """Pretraining data and downstream cohorts of a paper-table example: real or synthetic.
 
     Parameters
@@ -181,7 +194,9 @@ def load_example_data(settings, cohort_dirs, *, n_subjects, shape=(24, 28, 24), 
     return Bunch(pretrain=pretrain, cohorts=cohorts, kinds=kinds, real=real, label=label)
 
 
-def synthetic_cohort_size(cohort, n_subjects, *, cv=5, random_state=None):
+def synthetic_cohort_size(
+    cohort: str, n_subjects: int, *, cv: int = 5, random_state: int | None = None
+) -> int:
     """A synthetic cohort's size, from ``n_subjects`` up, at which every task fills ``cv`` folds.
 
     :func:`~anatcl_sklearn.datasets.make_synthetic_brains` keeps the group proportions of
@@ -228,7 +243,7 @@ def synthetic_cohort_size(cohort, n_subjects, *, cv=5, random_state=None):
 
     tasks = [task for task in TASKS.values() if task.cohort == cohort]
 
-    def fills(n):
+    def fills(n: int) -> bool:
         participants = make_synthetic_brains(n, cohort=cohort, random_state=random_state,
                                              return_images=False).participants
         try:

@@ -8,21 +8,28 @@ tensors by dtype, shape and bytes, generators by state, modules and optimizers b
 state dicts, and skorch nets by their attributes rather than by their pickled form.
 """
 
-import sys
+from __future__ import annotations
 
+import sys
+from typing import TYPE_CHECKING
+
+import numpy as np
 from joblib.hashing import NumpyHasher
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["stable_hash"]
 
 
-def _tensor_bytes(tensor):
+def _tensor_bytes(tensor: torch.Tensor) -> np.ndarray:
     import torch
 
     flat = tensor.detach().cpu().contiguous().reshape(-1)
     return flat.view(torch.uint8).numpy()  # any dtype, bfloat16 included
 
 
-def _by_value(obj):
+def _by_value(obj: object) -> object:
     """A picklable stand-in for ``obj`` whose pickle depends only on its value."""
     torch = sys.modules.get("torch")
     if torch is not None:
@@ -43,10 +50,10 @@ def _by_value(obj):
 
 
 class _ValueHasher(NumpyHasher):
-    def save(self, obj):
+    def save(self, obj: object) -> None:
         NumpyHasher.save(self, _by_value(obj))
 
 
-def stable_hash(obj):
+def stable_hash(obj: object) -> str:
     """Hash of ``obj`` (md5 hex digest) that is the same for equal torch states."""
     return _ValueHasher(hash_name="md5").hash(obj)
