@@ -139,7 +139,8 @@ def _defining_class(cls: type, name: str) -> type | None:
 
 
 def _class_methods(cls: type) -> list[tuple[object, bool]]:
-    """``(function, is_init)`` for the methods of ``cls`` this package defines and the rule covers."""
+    """``(function, is_init)``: the methods of ``cls`` that this package defines and the rule
+    covers."""
     found: list[tuple[object, bool]] = []
     for name in ["__init__", *sorted(n for n in dir(cls) if not n.startswith("_"))]:
         owner = _defining_class(cls, name)

@@ -59,7 +59,11 @@ def _check_folds(value, name, allow_none=False):
 
 
 def make_probe(
-    kind: str, *, inner_cv: int | None = 5, random_state: RandomState = None, n_jobs: int | None = None
+    kind: str,
+    *,
+    inner_cv: int | None = 5,
+    random_state: RandomState = None,
+    n_jobs: int | None = None,
 ) -> GridSearchCV | Pipeline:
     """The paper's linear probe: standardise, then a small grid search on a linear model.
 

@@ -103,7 +103,9 @@ def _describe_header(header: Sequence[int]) -> str:
     return f"shape {tuple(header[2 : 2 + ndim])}, {dtype}"
 
 
-def gather_with_grad(tensor: torch.Tensor, *, group: dist.ProcessGroup | None = None) -> torch.Tensor:
+def gather_with_grad(
+    tensor: torch.Tensor, *, group: dist.ProcessGroup | None = None
+) -> torch.Tensor:
     """Concatenate a tensor over all ranks along dim 0, differentiably.
 
     Every rank receives the rows of rank 0, then rank 1, and so on. In the backward pass each

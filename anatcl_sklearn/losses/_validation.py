@@ -66,7 +66,9 @@ def check_scalar(
     return check_param(value, name, caller or _caller_name(), constraint)
 
 
-def check_option(value: object, name: str, options: Iterable[str], caller: str | None = None) -> str:
+def check_option(
+    value: object, name: str, options: Iterable[str], caller: str | None = None
+) -> str:
     """Check that ``value`` is one of ``options``.
 
     Parameters

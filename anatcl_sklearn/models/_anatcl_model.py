@@ -82,7 +82,11 @@ class AnatCLModel(nn.Module):
     input_affine: np.ndarray | None
 
     def __init__(
-        self, arch: str = "resnet18", out_dim: int = 128, normalize: bool = True, in_channels: int = 1
+        self,
+        arch: str = "resnet18",
+        out_dim: int = 128,
+        normalize: bool = True,
+        in_channels: int = 1,
     ) -> None:
         super().__init__()
         if (

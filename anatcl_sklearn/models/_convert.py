@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .._typing import PathLike
+from ._anatcl_model import AnatCLModel
 from ._card import model_card
 from ._checkpoint import load_checkpoint
 from ._saved import is_model_dir, load_model_dir, save_model_dir
@@ -76,7 +77,7 @@ def convert_checkpoint(
     return save_model_dir(out_dir, model, dict(training=training), model_card)
 
 
-def _read_opts(path):
+def _read_opts(path: PathLike) -> dict[str, Any]:
     """The checkpoint's ``opts`` as a plain dict of builtins (empty when absent)."""
     from ._checkpoint import _safe_torch_load
 
@@ -90,7 +91,13 @@ def _read_opts(path):
             if v is None or isinstance(v, (bool, int, float, str, list, tuple))}
 
 
-def official_model_dir(name, fold, checkpoint_path, entry, source_sha256=None):
+def official_model_dir(
+    name: str,
+    fold: int,
+    checkpoint_path: PathLike,
+    entry: Mapping[str, Any],
+    source_sha256: str | None = None,
+) -> AnatCLModel:
     """The converted folder of an official checkpoint, converted on first use.
 
     The folder sits beside the downloaded file (``<cache>/<name>_fold<k>/``) and records, in

@@ -29,13 +29,13 @@ _ARCH_SPECS = {
 _STAGE_WIDTHS = (64, 128, 256, 512)
 
 
-def _conv3(in_planes, out_planes, stride=1):
+def _conv3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv3d:
     return nn.Conv3d(
         in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False
     )
 
 
-def _conv1(in_planes, out_planes, stride=1):
+def _conv1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv3d:
     return nn.Conv3d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
 
 
@@ -44,7 +44,9 @@ class _BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, in_planes, planes, stride=1, downsample=None):
+    def __init__(
+        self, in_planes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
+    ) -> None:
         super().__init__()
         self.conv1 = _conv3(in_planes, planes, stride)
         self.bn1 = nn.BatchNorm3d(planes)
@@ -53,7 +55,7 @@ class _BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm3d(planes)
         self.downsample = downsample
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
@@ -65,7 +67,9 @@ class _Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, in_planes, planes, stride=1, downsample=None):
+    def __init__(
+        self, in_planes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
+    ) -> None:
         super().__init__()
         self.conv1 = _conv1(in_planes, planes)
         self.bn1 = nn.BatchNorm3d(planes)
@@ -76,7 +80,7 @@ class _Bottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
@@ -221,7 +225,13 @@ class ResNet3D(nn.Module):
         return torch.flatten(self.avgpool(x), 1)
 
 
-def _make_stage(block_cls, planes_in, width, n_blocks, stride):
+def _make_stage(
+    block_cls: type[_BasicBlock] | type[_Bottleneck],
+    planes_in: int,
+    width: int,
+    n_blocks: int,
+    stride: int,
+) -> tuple[nn.Sequential, int]:
     planes_out = width * block_cls.expansion
     downsample = None
     if stride != 1 or planes_in != planes_out:
@@ -233,7 +243,7 @@ def _make_stage(block_cls, planes_in, width, n_blocks, stride):
     return nn.Sequential(*blocks), planes_out
 
 
-def _init_weights(module):
+def _init_weights(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, nn.Conv3d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
