@@ -18,8 +18,10 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+from collections.abc import Callable
 from pathlib import Path
 from types import FunctionType, ModuleType
+from typing import Any
 
 import anatcl_sklearn
 
@@ -115,10 +117,10 @@ def _qualname(func: object) -> str:
     return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', repr(func))}"
 
 
-def _unannotated(func: object, *, is_init: bool = False) -> list[str]:
+def _unannotated(func: Callable[..., Any], *, is_init: bool = False) -> list[str]:
     """The parameters (and ``return``) of ``func`` that carry no annotation."""
     try:
-        signature = inspect.signature(func, follow_wrapped=True)  # type: ignore[arg-type]
+        signature = inspect.signature(func, follow_wrapped=True)
     except (TypeError, ValueError):  # a builtin without a signature: nothing to read
         return []
     missing = [
@@ -138,10 +140,10 @@ def _defining_class(cls: type, name: str) -> type | None:
     return None
 
 
-def _class_methods(cls: type) -> list[tuple[object, bool]]:
+def _class_methods(cls: type) -> list[tuple[Callable[..., Any], bool]]:
     """``(function, is_init)``: the methods of ``cls`` that this package defines and the rule
     covers."""
-    found: list[tuple[object, bool]] = []
+    found: list[tuple[Callable[..., Any], bool]] = []
     for name in ["__init__", *sorted(n for n in dir(cls) if not n.startswith("_"))]:
         owner = _defining_class(cls, name)
         if owner is None or not _ours(owner):
@@ -208,7 +210,8 @@ def test_the_check_catches_what_it_should():
 
     def bare(a, *args, b: int, **kwargs) -> None: ...
 
-    def full(a: int, *args: str, **kwargs: float) -> int: ...
+    def full(a: int, *args: str, **kwargs: float) -> int:
+        return a
 
     assert _unannotated(bare) == ["a", "args", "kwargs"]
     assert _unannotated(full) == []
@@ -219,7 +222,8 @@ def test_the_check_catches_what_it_should():
         def method(self, y): ...
 
         @classmethod
-        def build(cls) -> Thing: ...
+        def build(cls) -> Thing:
+            return cls(0)
 
         @staticmethod
         def helper(z): ...
