@@ -37,7 +37,7 @@ _TABLE_MEASURES = {"CT": "thickness", "GMV": "volume", "SA": "area"}
 _DEFAULT_TABLE_FILENAME = "{hemi}.aparc_table_{measure}.tsv"
 
 
-def _resolve_stats_dir(stats_dir):
+def _resolve_stats_dir(stats_dir: str | Path) -> Path:
     """Return the folder that holds ``lh.aparc.stats``, accepting a subject folder too."""
     if not isinstance(stats_dir, (str, Path)):
         raise TypeError(
@@ -55,7 +55,7 @@ def _resolve_stats_dir(stats_dir):
     return stats_dir
 
 
-def _parse_aparc_stats(path):
+def _parse_aparc_stats(path: Path) -> dict[str, dict[str, str]]:
     """Parse one ``?h.aparc.stats`` file into ``{region: {column: value}}``.
 
     Columns are located through the ``# ColHeaders`` line, so the column order of the
@@ -176,7 +176,7 @@ def read_aparc_stats(stats_dir: str | Path) -> NDArray[np.float64]:
     return anatomy
 
 
-def _detect_delimiter(path):
+def _detect_delimiter(path: Path) -> str:
     """Return the ``sep`` argument for pandas from the header of an aparcstats2table file.
 
     aparcstats2table writes tab (default), comma, semicolon or space separated tables
@@ -192,7 +192,9 @@ def _detect_delimiter(path):
     return r"\s+"
 
 
-def _read_table(path, hemi, measure, columns):
+def _read_table(
+    path: Path, hemi: str, measure: str, columns: list[str]
+) -> tuple[list[str], NDArray[np.float64]]:
     """Read one aparcstats2table table; return ``(subject_ids, values (n, 34))``."""
     sep = _detect_delimiter(path)
     # dtype=str keeps subject ids such as "0051456" intact; numbers are parsed below so a

@@ -93,7 +93,7 @@ class AnatomyScaler(TransformerMixin, BaseEstimator):
         tags.input_tags.three_d_array = True
         return tags
 
-    def _check_params(self):
+    def _check_params(self) -> tuple[float, float]:
         feature_range = self.feature_range
         if (
             not isinstance(feature_range, (tuple, list))

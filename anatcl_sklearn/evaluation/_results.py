@@ -89,7 +89,7 @@ class ProbeResult:
         scale = _scale(self.task, percent)
         return f"{self.mean * scale:.{decimals}f} ± {self.std * scale:.{decimals}f}"
 
-    def __str__(self):
+    def __str__(self) -> str:
         who = f"{self.name}: " if self.name else ""
         unit = "%" if self.task.kind == "classification" else ""
         return (
@@ -115,7 +115,7 @@ def _header(task, percent):
     return f"{task.label} ({_METRIC_SHORT[task.metric]}{unit})"
 
 
-def _collect(results):
+def _collect(results: Results) -> dict[str, dict[str, ProbeResult]]:
     """{row: {task name: ProbeResult}} from the accepted layouts, in first-seen order."""
     table: dict[str, dict[str, ProbeResult]] = {}
     if isinstance(results, ProbeResult):
@@ -145,7 +145,7 @@ def _collect(results):
     return table
 
 
-def _add(table, row, cell):
+def _add(table: dict[str, dict[str, ProbeResult]], row: str, cell: object) -> None:
     if not isinstance(cell, ProbeResult):
         raise TypeError(f"Expected ProbeResult objects; got {type(cell).__name__}.")
     cells = table.setdefault(row, {})

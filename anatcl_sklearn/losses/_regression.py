@@ -12,7 +12,7 @@ from .._typing import TensorLike
 from ._validation import check_age
 
 
-def _as_prediction(pred):
+def _as_prediction(pred: object) -> torch.Tensor:
     if not isinstance(pred, torch.Tensor):
         raise TypeError(
             f"pred must be a torch.Tensor of shape (n_samples,) or (n_samples, 1); got {type(pred).__name__}."
