@@ -456,8 +456,7 @@ def load_bids(
         warn(f"the maps under {str(root_path)!r} are fMRIPrep-style label-GM_probseg tissue "
              "probabilities, not modulated CAT12 mwp1 maps: the released AnatCL weights saw "
              "mwp1 maps (grey matter scaled by the warp's volume change) on a 1.5 mm MNI grid, "
-             "so expect a shift in the embeddings (and use conform=True / --conform for the "
-             "grid).")
+             "so expect a shift in the embeddings (conform=True puts them on that grid).")
     participants_path = None
     if participants:
         frame, participants_path = _participants(frame, root_path)
