@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 DESCRIPTION = "dataset_description.json"
 TABLE = "embeddings.tsv"
@@ -96,6 +97,12 @@ def weights_record(weights: str, fold: int) -> dict:
     return record
 
 
+def _short(value) -> str:
+    """A recorded value for a message: SHA-256 digests cut to 12 digits."""
+    text = repr(value)
+    return re.sub(r"([0-9a-f]{12})[0-9a-f]{52}", r"\1...", text)
+
+
 def _cell(value) -> str:
     import pandas as pd
 
@@ -133,7 +140,8 @@ class Derivative:
         differ = []
         for group in ("Weights", "Settings"):
             old, new = recorded.get(group) or {}, self.generated[group]
-            differ += [f"{_FLAGS.get(key, key)}: {old.get(key)!r} recorded, {new.get(key)!r} now"
+            differ += [f"{_FLAGS.get(key, key)}: {_short(old.get(key))} recorded, "
+                       f"{_short(new.get(key))} now"
                        for key in sorted(set(old) | set(new))
                        if key != "Given" and old.get(key) != new.get(key)]
         if differ:
