@@ -106,7 +106,8 @@ def test_update_adds_only_the_new_maps_and_leaves_the_rows_it_has(tmp_path, weig
     root = tmp_path / "cat12"
     write_synthetic_bids(root, n_subjects=2, sessions=("01",), shape=SHAPE)
     out = tmp_path / "anatcl"
-    assert run("--bids", root, "--weights", weights, "--output", out, "-q") == 0
+    # --update on a folder that does not exist yet writes it (a scheduled job's first run).
+    assert run("--bids", root, "--weights", weights, "--output", out, "--update", "-q") == 0
     before = (out / "embeddings.tsv").read_bytes()
     # The study grows: a second session for everyone (the first session's maps unchanged).
     grown = write_synthetic_bids(root, n_subjects=2, sessions=("01", "02"), shape=SHAPE,

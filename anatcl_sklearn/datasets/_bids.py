@@ -379,12 +379,17 @@ def load_bids(
         entities : list of str
             The columns that identify a map (``participant_id``, ``session_id``, ``run``...).
         pipeline : str
+            The pipeline that wrote the maps (``"cat12"``, ``"deepmriprep"``,
+            ``"fmriprep"``...).
         space : str or None
+            The template space of ``label-GM_probseg`` maps (None for ``mwp1`` maps).
         smoothed : list of str
             Maps that are smoothed (an ``s<FWHM>mwp1`` name, or a JSON sidecar recording
             smoothing); a warning names them.
         participants_path : str or None
+            The ``participants.tsv`` read (None without ``participants=True``).
         root : str
+            Absolute path of ``root``.
 
     Raises
     ------
