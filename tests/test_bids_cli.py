@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -81,7 +82,7 @@ def test_embed_bids_writes_one_row_per_map_and_a_valid_derivative(study, weights
     assert description["DatasetType"] == "derivative" and description["BIDSVersion"]
     generated = description["GeneratedBy"][0]
     assert generated["Name"] == "anatcl-sklearn" and generated["Version"]
-    digest = hashlib.sha256(open(weights, "rb").read()).hexdigest()
+    digest = hashlib.sha256(Path(weights).read_bytes()).hexdigest()
     assert generated["Weights"]["SHA256"] == digest
     assert generated["Weights"]["Identity"] == f"file:{digest}"
     assert generated["Settings"] == {"Output": "encoder", "Conform": False,
