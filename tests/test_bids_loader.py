@@ -182,3 +182,12 @@ def test_participants_without_prefixes_a_session_column_and_unknown_subjects(tmp
 def test_bad_arguments(tmp_path, kwargs, error):
     with pytest.raises(error):
         load_bids(**{"root": tmp_path, **kwargs})
+
+
+def test_cat12_longitudinal_names(tmp_path):
+    data = write_synthetic_bids(tmp_path, n_subjects=1, shape=SHAPE)
+    for path in data.paths:  # CAT12's longitudinal pipeline: mwp1r<source> (realigned)
+        shutil.move(path, path.replace("/mwp1sub-", "/mwp1rsub-"))
+    found = load_bids(tmp_path)
+    assert found.frame["session_id"].tolist() == ["ses-01", "ses-02"]
+    assert all("/mwp1rsub-0001_ses-0" in p for p in found.images)

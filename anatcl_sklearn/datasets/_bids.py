@@ -5,7 +5,8 @@
 grey-matter maps:
 
 - CAT12 and deepmriprep: the modulated, warped grey matter ``mwp1`` prefixed to the source
-  T1w's name, ``mwp1sub-01_ses-01_T1w.nii`` (in ``anat/``, ``anat/mri/`` or ``mri/``);
+  T1w's name, ``mwp1sub-01_ses-01_T1w.nii`` (in ``anat/``, ``anat/mri/`` or ``mri/``;
+  ``mwp1r...`` from CAT12's longitudinal pipeline, whose images are first realigned);
   ``s<FWHM>mwp1...`` is the same map smoothed;
 - fMRIPrep / sMRIPrep: ``sub-01_ses-01_space-<X>_label-GM_probseg.nii.gz``, in a named
   template space (the native-space map, without ``space-``, is not on any template grid).
@@ -35,7 +36,7 @@ from sklearn.utils import Bunch
 
 __all__ = ["load_bids"]
 
-_MWP1 = re.compile(r"(?P<smooth>s(?P<fwhm>\d+(?:\.\d+)?)?)?mwp1(?P<source>sub-[A-Za-z0-9]+"
+_MWP1 = re.compile(r"(?P<smooth>s(?P<fwhm>\d+(?:\.\d+)?)?)?mwp1r?(?P<source>sub-[A-Za-z0-9]+"
                    r"(?:_[A-Za-z0-9]+-[A-Za-z0-9]+)*_[A-Za-z0-9]+)\.nii(?:\.gz)?\Z")
 _PROBSEG = re.compile(r"(?P<stem>sub-[A-Za-z0-9]+(?:_[A-Za-z0-9]+-[A-Za-z0-9]+)*)_probseg"
                       r"\.nii(?:\.gz)?\Z")
