@@ -229,3 +229,32 @@ def test_float64_beyond_float32_is_non_finite_for_every_reader():
         anatcl_sklearn.conform_image(img, shape=SHAPE, affine=_affine())
     with pytest.raises(ValueError, match="has 1 non-finite voxel"):
         anatcl_sklearn.check_images([img], warn_grid=False, conform=(SHAPE, _affine()))
+
+
+def _edited(path, gz, **fields):
+    raw = bytearray(_nifti_bytes())
+    hdr = nib.Nifti1Header.from_fileobj(io.BytesIO(bytes(raw[:348])), check=False)
+    for key, value in fields.items():
+        if key == "dim1":
+            hdr["dim"][1] = value
+        else:
+            hdr[key] = value
+    raw[:348] = hdr.binaryblock
+    path.write_bytes(gzip.compress(bytes(raw)) if gz else bytes(raw))
+    return str(path)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+@pytest.mark.parametrize("fields, says", [
+    ({"dim1": -5}, r"announces a negative size \(\(-5, 14, 12\)\)"),
+    ({"vox_offset": 0}, r"puts the voxel data at byte 0, inside the 352-byte header"),
+])
+def test_a_damaged_header_is_refused_by_name_at_every_door(tmp_path, gz, fields, says):
+    """nibabel reads a vox_offset of 0 as 'the voxels start at byte 0': the header itself."""
+    path = _edited(tmp_path / ("bad.nii.gz" if gz else "bad.nii"), gz, **fields)
+    with pytest.raises(ValueError, match=says):
+        anatcl_sklearn.check_images([path], warn_grid=False)
+    with pytest.raises(ValueError, match=says):
+        anatcl_sklearn.conform_image(path, shape=SHAPE, affine=_affine())
+    with pytest.raises(ValueError, match=says):
+        anatcl_sklearn.conform_image(nib.load(path), shape=SHAPE, affine=_affine())

@@ -95,7 +95,7 @@ def load_nifti(path, name="X"):
             raise ImageReadError(f"{name}: could not read '{path}' as NIfTI: "
                                  f"{type(exc).__name__}: {exc}") from exc
         check_announced(img.shape, img.get_data_dtype(), int(img.dataobj.offset),
-                        os.path.getsize(path), False, f"{name}: '{path}'")
+                        os.path.getsize(path), False, f"{name}: '{path}'", _min_offset(img))
         return img
     raw, klass = _inflate_nifti(path, name, keep=True)
     try:
@@ -134,7 +134,8 @@ def _inflate_nifti(path, name, keep):
                 shape, dtype = hdr.get_data_shape(), hdr.get_data_dtype()
                 offset = int(hdr.get_data_offset())
                 what = f"{name}: '{path}'"
-                check_announced(shape, dtype, offset, file_size, True, what)
+                check_announced(shape, dtype, offset, file_size, True, what,
+                                int(hdr.single_vox_offset))
                 total = offset + math.prod(shape) * dtype.itemsize
                 parts = [prefix]
                 got = len(prefix) + _read_exactly(fh, total - len(prefix),
@@ -183,9 +184,6 @@ def _read_header(fh, path, name):
     except Exception as exc:
         raise ImageReadError(f"{what}: {type(exc).__name__}: {' '.join(str(exc).split())}"
                              ) from exc
-    if int(hdr.get_data_offset()) < len(block):
-        raise ImageReadError(f"{what}: its voxel data would start at byte "
-                             f"{int(hdr.get_data_offset())}, inside its own header.")
     return klass, hdr, block
 
 
@@ -205,11 +203,20 @@ def _dims(shape):
     return "x".join(str(int(s)) for s in shape)
 
 
-def check_announced(shape, dtype, offset, file_size, compressed, what):
-    """Refuse, before anything is allocated, a header announcing more voxels per 3-D volume
-    than :data:`MAX_VOXELS`, or more bytes than the file can hold (a truncated file): the
-    file's size uncompressed, 1032 times it (deflate's most) compressed."""
+def check_announced(shape, dtype, offset, file_size, compressed, what, min_offset=0):
+    """Refuse, before anything is allocated, a header announcing a negative size, voxels that
+    start inside the header (before ``min_offset``: nibabel would read the header as voxels),
+    more voxels per 3-D volume than :data:`MAX_VOXELS`, or more bytes than the file can hold
+    (a truncated file): the file's size uncompressed, 1032 times it (deflate's most)
+    compressed."""
     shape = tuple(int(s) for s in shape)
+    if any(s < 0 for s in shape):
+        raise ImageReadError(f"{what} announces a negative size ({shape}): its header is "
+                             "damaged.")
+    if int(offset) < min_offset:
+        raise ImageReadError(f"{what}: its header puts the voxel data at byte {int(offset)}, "
+                             f"inside the {min_offset}-byte header itself: the header is "
+                             "damaged (vox_offset).")
     per_volume = math.prod(shape[:3])
     if per_volume > MAX_VOXELS:
         raise ImageReadError(
@@ -224,6 +231,13 @@ def check_announced(shape, dtype, offset, file_size, compressed, what):
         raise ImageReadError(
             f"{what} is truncated: its header announces {shape} voxels of {np.dtype(dtype)} "
             f"({expected} bytes with the header) but {how}.")
+
+
+def _min_offset(img):
+    """Where a single-file NIfTI's voxels may start at the earliest (352 or 544), else 0."""
+    if isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        return int(img.header.single_vox_offset)
+    return 0
 
 
 def nonfinite_voxels(data):
@@ -257,7 +271,7 @@ def image_voxels(img, what, name="X"):
         return np.asanyarray(load_nifti(path, name).dataobj)
     if isinstance(dataobj, ArrayProxy) and isinstance(dataobj.file_like, str):
         check_announced(dataobj.shape, dataobj.dtype, int(dataobj.offset),
-                        os.path.getsize(dataobj.file_like), False, what)
+                        os.path.getsize(dataobj.file_like), False, what, _min_offset(img))
     return np.asanyarray(dataobj)
 
 
@@ -316,7 +330,7 @@ def nifti_header(path, i, name):
     shape = tuple(int(s) for s in img.shape)
     # bounded, and truncation caught from the file's size: one stat
     check_announced(shape, dtype, int(img.dataobj.offset), os.path.getsize(path),
-                    path.lower().endswith(".gz"), f"{name}[{i}] '{path}'")
+                    path.lower().endswith(".gz"), f"{name}[{i}] '{path}'", _min_offset(img))
     return shape, zooms_of(img), affine_of(img, f"{name}[{i}] '{path}'")
 
 

@@ -15,13 +15,7 @@ import nibabel as nib
 import numpy as np
 
 from ._conform import _VolumeProxy, check_coverage, conform_data
-from ._files import (
-    ImageReadError,
-    image_voxels,
-    load_nifti,
-    nonfinite_voxels,
-    out_of_memory,
-)
+from ._files import ImageReadError, image_voxels, load_nifti, nonfinite_voxels, out_of_memory
 from ._identity import array_identity, item_identity
 
 __all__ = ["ImageCollection"]
