@@ -146,3 +146,17 @@ def test_a_bogus_history_is_ignored(data, reference, tmp_path, history):
     torch.save(state, path)
     est = _fit_ignoring(data, tmp_path, path, "its history")
     _same_as_reference(est, data, reference)
+
+
+def test_a_checkpoint_that_cannot_be_written_warns_once_and_fit_completes(data, reference,
+                                                                         tmp_path, monkeypatch):
+    """torch.save on a full disk raises RuntimeError('[enforce fail at inline_container.cc]')."""
+    def full_disk(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1 vs 2")
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.warns(UserWarning, match=r"Checkpoint '.*anatcl-run-.*\.pt' could not be written "
+                                         r"at epoch 1 \(RuntimeError") as record:
+        est = AnatCLEmbedder(checkpoint_dir=tmp_path, **PARAMS).fit(data)
+    assert sum("could not be written" in str(w.message) for w in record) == 1
+    _same_as_reference(est, data, reference)
+    assert not list(tmp_path.iterdir())

@@ -124,3 +124,55 @@ def test_negative_batchnorm_variances_are_refused_as_nan_embeddings(folder):
     key = "encoder.layer1.0.bn1.running_var"
     _edit_state(folder, lambda s: s[key].__setitem__(0, -1.0))
     _refused(folder, rf"negative values in 1 BatchNorm running variance.*{key}.*NaN")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "folder"])
+def test_a_config_that_is_not_a_regular_file_is_refused_by_name(folder, kind):
+    import os
+
+    path = folder / "config.json"
+    path.unlink()
+    if kind == "fifo":
+        os.mkfifo(path)  # reading it would hang
+    elif kind == "device":
+        path.symlink_to("/dev/zero")  # reading it would never end
+    else:
+        path.mkdir()
+    with pytest.raises(ValueError, match=r"config\.json' is not a regular file"):
+        load_model_dir(folder)
+
+
+def test_an_oversized_config_is_refused_before_parsing(folder, monkeypatch):
+    from anatcl_sklearn.models import _saved
+
+    monkeypatch.setattr(_saved, "MAX_CONFIG_BYTES", 1000)
+    with pytest.raises(ValueError, match=r"config\.json' has \d+ bytes, more than the 1000"):
+        load_model_dir(folder)
+
+
+def test_a_full_disk_while_saving_names_the_file_and_leaves_nothing(folder, tmp_path,
+                                                                     monkeypatch):
+    """safetensors reports a full disk as its own SafetensorError, text files as a bare
+    OSError: both become one OSError naming the file."""
+    import errno
+
+    from safetensors import SafetensorError
+
+    from anatcl_sklearn.models import _saved
+
+    model = load_model_dir(folder)[0]
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: File too large (os error 27)")
+    monkeypatch.setattr("safetensors.torch.save_file", full)
+    out = tmp_path / "out"
+    with pytest.raises(OSError, match=r"Could not write '.*out/model\.safetensors'.*too large"):
+        save_model_dir(out, model, {}, "card")
+    assert list(out.iterdir()) == []
+    monkeypatch.undo()
+
+    def no_space(target, text):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(_saved, "atomic_write_text", no_space)
+    with pytest.raises(OSError, match=r"Could not write '.*out/config\.json' \(No space left"):
+        save_model_dir(out, model, {}, "card")

@@ -151,7 +151,16 @@ class ResumableCheckpoint(Callback):
             "run_key": self.run_key,
         }
         if self.writer:
-            atomic_write(self.path, lambda tmp: torch.save(state, tmp))
+            try:
+                atomic_write(self.path, lambda tmp: torch.save(state, tmp))
+            except (OSError, RuntimeError) as exc:  # torch.save's full disk is a RuntimeError
+                if not getattr(self, "write_failed_", False):
+                    self.write_failed_ = True
+                    warn(f"Checkpoint '{self.path}' could not be written at epoch "
+                         f"{len(net.history)} ({type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())[:200]}); training goes on, and a "
+                         "resumed run would start from the last checkpoint written (free disk "
+                         "space for the next ones).")
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.barrier()  # the file exists for every rank once this returns
 

@@ -30,6 +30,8 @@ FORMAT = "anatcl-sklearn/saved-model"
 FORMAT_VERSION = 1
 #: Largest projection-head output a config may declare (the paper's is 128).
 MAX_OUT_DIM = 1 << 16
+#: Largest config.json read (the configs written here take a few KB).
+MAX_CONFIG_BYTES = 16 << 20
 _N_LISTED = 5
 
 
@@ -75,11 +77,16 @@ def save_model_dir(directory, model, config, card):
     digests = []
 
     def write_weights(tmp):
-        save_file(state, tmp, metadata={"format": FORMAT})
+        from safetensors import SafetensorError
+
+        try:
+            save_file(state, tmp, metadata={"format": FORMAT})
+        except SafetensorError as exc:  # a full disk, a file size limit: safetensors' own type
+            raise OSError(str(exc)) from exc
         digests.append(file_sha256(tmp))
 
     # the weights first: a config never describes weights that are not there yet
-    atomic_write(directory / WEIGHTS_NAME, write_weights)
+    _written(directory / WEIGHTS_NAME, lambda target: atomic_write(target, write_weights))
     digest = digests[0]
     full = dict(config)
     full.update(
@@ -98,9 +105,20 @@ def save_model_dir(directory, model, config, card):
     )
     text = json.dumps(_jsonable(full), indent=2, sort_keys=False) + "\n"
     card_text = card(full) if callable(card) else str(card)
-    atomic_write_text(directory / CONFIG_NAME, text)
-    atomic_write_text(directory / CARD_NAME, card_text)
+    _written(directory / CONFIG_NAME, lambda target: atomic_write_text(target, text))
+    _written(directory / CARD_NAME, lambda target: atomic_write_text(target, card_text))
     return full
+
+
+def _written(target, write):
+    """``write(target)``; an OSError (a full disk, a size limit) names ``target``. Nothing is
+    left behind: each file is written atomically."""
+    try:
+        write(target)
+    except OSError as exc:
+        raise OSError(exc.errno, f"Could not write '{target}' ({exc.strerror or exc}); "
+                                 "nothing was left there: free disk space (or raise the file "
+                                 "size limit) and save again") from exc
 
 
 def existing_model_files(directory):
@@ -203,9 +221,17 @@ def load_model_dir(directory, map_location="cpu"):
     directory = Path(directory).expanduser()
     config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
     for path in (config_path, weights_path):
+        if path.exists() and not path.is_file():  # a FIFO would hang, a device never end
+            raise ValueError(f"'{path}' is not a regular file (a folder, FIFO or device); a "
+                             f"saved model folder holds the files {WEIGHTS_NAME} and "
+                             f"{CONFIG_NAME}.")
         if not path.is_file():
             raise FileNotFoundError(f"'{path}' not found: a saved model folder holds "
                                     f"{WEIGHTS_NAME} and {CONFIG_NAME}.")
+    if config_path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ValueError(f"'{config_path}' has {config_path.stat().st_size} bytes, more than the "
+                         f"{MAX_CONFIG_BYTES} a saved model's config may have (ours take a few "
+                         "KB): not a config of this toolkit.")
     config = _read_config(config_path)
     arch, out_dim, normalize, shape, affine = _validate_config(config, config_path)
     expected = config.get("weights_sha256")
