@@ -258,3 +258,16 @@ def test_a_damaged_header_is_refused_by_name_at_every_door(tmp_path, gz, fields,
         anatcl_sklearn.conform_image(path, shape=SHAPE, affine=_affine())
     with pytest.raises(ValueError, match=says):
         anatcl_sklearn.conform_image(nib.load(path), shape=SHAPE, affine=_affine())
+
+
+def test_a_sparse_npy_announcing_1100_cubed_voxels_is_refused_by_the_bound(tmp_path):
+    """A sparse file passes the size check (it 'holds' every byte it announces) while taking
+    no disk: the voxel bound still refuses it before anything is read."""
+    path = tmp_path / "sparse.npy"
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(
+            fh, {"descr": "<f4", "fortran_order": False, "shape": (1100, 1100, 1100)})
+        fh.truncate(fh.tell() + 1100 ** 3 * 4)
+    with pytest.raises(ValueError, match=rf"sparse\.npy' announces 1100x1100x1100 voxels .*"
+                                         rf"more than the {_files.MAX_VOXELS}"):
+        anatcl_sklearn.check_images([str(path)], warn_grid=False)

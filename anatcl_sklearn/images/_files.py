@@ -304,6 +304,8 @@ def npy_header(path, i, name):
             f"{name}[{i}] could not read '{path}' as a .npy file: {type(exc).__name__}: {exc}"
         ) from exc
     check_dtype(dtype, f"{name}[{i}] '{path}'")
+    if len(shape) >= 3 and math.prod(shape[-3:]) > MAX_VOXELS:  # a sparse file holds any size
+        check_announced(shape[-3:], dtype, 0, 0, False, f"{name}[{i}] '{path}'")
     expected = data_offset + math.prod(shape) * dtype.itemsize
     if file_size < expected:
         raise ValueError(
