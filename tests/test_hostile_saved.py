@@ -176,3 +176,20 @@ def test_a_full_disk_while_saving_names_the_file_and_leaves_nothing(folder, tmp_
     monkeypatch.setattr(_saved, "atomic_write_text", no_space)
     with pytest.raises(OSError, match=r"Could not write '.*out/config\.json' \(No space left"):
         save_model_dir(out, model, {}, "card")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_checkpoint_that_is_not_a_regular_file_is_named_as_such(tmp_path, kind):
+    import os
+
+    from anatcl_sklearn.models import load_checkpoint
+
+    path = tmp_path / "w.pth"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    with pytest.raises(ValueError, match=rf"Checkpoint '.*w\.pth' is a "
+                                         rf"{'FIFO' if kind == 'fifo' else 'device'}.*not a "
+                                         r"regular file; expected a torch checkpoint file"):
+        load_checkpoint(str(path))

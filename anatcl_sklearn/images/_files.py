@@ -60,7 +60,7 @@ def out_of_memory(what, exc):
                        "a far larger image than intended (a damaged header?), or free memory.")
 
 
-def check_regular_file(path, what):
+def check_regular_file(path, what, expected="an image file (NIfTI or .npy) on disk"):
     """Refuse, by name and before any open, a path that is not a regular file (a FIFO, a
     socket, a device): opening or reading one would block or never end. A missing file is
     left to the caller's FileNotFoundError."""
@@ -72,8 +72,7 @@ def check_regular_file(path, what):
         kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe)"
                 if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
                 else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file")
-        raise ValueError(f"{what} '{path}' is {kind}, not a regular file; expected an image "
-                         "file (NIfTI or .npy) on disk.")
+        raise ValueError(f"{what} '{path}' is {kind}, not a regular file; expected {expected}.")
 
 
 def load_nifti(path, name="X"):

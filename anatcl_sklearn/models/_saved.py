@@ -116,9 +116,9 @@ def _written(target, write):
     try:
         write(target)
     except OSError as exc:
-        raise OSError(exc.errno, f"Could not write '{target}' ({exc.strerror or exc}); "
-                                 "nothing was left there: free disk space (or raise the file "
-                                 "size limit) and save again") from exc
+        message = (f"Could not write '{target}' ({exc.strerror or exc}); nothing was left "
+                   "there: free disk space (or raise the file size limit) and save again.")
+        raise (OSError(exc.errno, message) if exc.errno else OSError(message)) from exc
 
 
 def existing_model_files(directory):
