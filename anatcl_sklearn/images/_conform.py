@@ -85,10 +85,12 @@ def conform_image(img, shape=OPENBHB_SHAPE, affine=OPENBHB_AFFINE, interpolation
     Raises
     ------
     TypeError
-        If ``img`` is an array or another type.
+        If ``img`` is an array or another type, or holds complex or non-numeric values (as
+        :func:`check_images`).
     ValueError
         If ``img`` is 4-D with several volumes, has no affine or an invalid one (non-finite,
-        singular), is damaged, lies mostly outside
+        singular), is damaged or truncated, announces more than 2**28 voxels (checked before
+        anything is allocated), has NaN or inf voxels once read as float32, lies mostly outside
         the target grid (see above), or an argument is invalid.
 
     Examples
