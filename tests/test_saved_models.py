@@ -152,7 +152,8 @@ def test_damaged_weights_and_config_files_are_refused(saved, tmp_path):
     config = json.loads((saved / "config.json").read_text())
     config["weights_sha256"] = None  # an unverified folder still gets the NaN check
     (nan / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match=r"NaN or inf values in 1 tensor\(s\): \['head\.0\.bias'\]"):
+    with pytest.raises(ValueError, match=r"NaN or inf values in 1 tensor\(s\): \['head\.0\.bias'\]"), \
+            pytest.warns(UserWarning, match="not verified"):
         load_model_dir(nan)
     (nan / "config.json").unlink()
     with pytest.raises(FileNotFoundError, match=r"config\.json' not found"):

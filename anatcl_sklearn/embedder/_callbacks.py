@@ -126,13 +126,18 @@ class ResumableCheckpoint(Callback):
         The training grid, recorded and compared on restore.
     writer : bool, default=True
         Whether this process writes (rank 0).
+    run_key : str, default=None
+        The run's key (``anatcl_sklearn.embedder._runs.run_key``): recorded in the file and,
+        when given, required to match on restore, so another run's file renamed to this
+        run's name is not taken for this run's.
     """
 
-    def __init__(self, path, generators=None, input_shape=None, writer=True):
+    def __init__(self, path, generators=None, input_shape=None, writer=True, run_key=None):
         self.path = path
         self.generators = generators or {}
         self.input_shape = None if input_shape is None else tuple(input_shape)
         self.writer = writer
+        self.run_key = run_key
 
     def on_epoch_end(self, net, **kwargs):
         from .._atomic import atomic_write
@@ -143,18 +148,30 @@ class ResumableCheckpoint(Callback):
             "history": _plain(net.history.to_list()),
             "generators": {k: g.get_state() for k, g in self.generators.items()},
             "input_shape": None if self.input_shape is None else list(self.input_shape),
+            "run_key": self.run_key,
         }
         if self.writer:
-            atomic_write(self.path, lambda tmp: torch.save(state, tmp))
+            try:
+                atomic_write(self.path, lambda tmp: torch.save(state, tmp))
+            except (OSError, RuntimeError) as exc:  # torch.save's full disk is a RuntimeError
+                if not getattr(self, "write_failed_", False):
+                    self.write_failed_ = True
+                    warn(f"Checkpoint '{self.path}' could not be written at epoch "
+                         f"{len(net.history)} ({type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())[:200]}); training goes on, and a "
+                         "resumed run would start from the last checkpoint written (free disk "
+                         "space for the next ones).")
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.barrier()  # the file exists for every rank once this returns
 
     def restore(self, net):
         """Load the checkpoint into an initialized ``net``; return the number of epochs done.
 
-        A file that cannot be read, or that is not a checkpoint of this run (other keys,
-        weights of another shape, another grid), is ignored with a warning naming it, and
-        training starts afresh: nothing of it is used.
+        A file that cannot be read, or that is not a checkpoint of this run (another run key,
+        other keys, weights of another shape or type or with NaN, another grid, a foreign
+        optimizer state, a history that is not one of finished epochs), is ignored with one
+        warning naming it, and training starts afresh: nothing of it is used (a load that
+        fails half-way is undone).
         """
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
@@ -163,9 +180,18 @@ class ResumableCheckpoint(Callback):
         problem = self._problem(state, net)
         if problem is not None:
             return self._ignore(problem)
-        unwrap_module(net.module_).load_state_dict(state["model"])
-        net.optimizer_.load_state_dict(state["optimizer"])
-        net.history = History(copy.deepcopy(state["history"]))
+        module = unwrap_module(net.module_)
+        before = (_cpu_state(module), copy.deepcopy(net.optimizer_.state_dict()), net.history)
+        try:
+            module.load_state_dict(state["model"])
+            net.optimizer_.load_state_dict(state["optimizer"])
+            net.history = History(copy.deepcopy(state["history"]))
+        except Exception as exc:  # what the checks above missed: undo, start over, loudly
+            module.load_state_dict(before[0])
+            net.optimizer_.load_state_dict(before[1])
+            net.history = before[2]
+            return self._ignore(f"it could not be loaded ({type(exc).__name__}: "
+                                f"{' '.join(str(exc).split())[:300]})")
         for name, gen_state in state.get("generators", {}).items():
             if name in self.generators:
                 try:
@@ -203,6 +229,85 @@ class ResumableCheckpoint(Callback):
                 and tuple(recorded) != self.input_shape:
             return (f"it was trained on images of {tuple(recorded)}, not "
                     f"{self.input_shape}")
-        if not isinstance(state["history"], list):
-            return "its history is not a list of epochs"
-        return None
+        if self.run_key is not None:
+            recorded = state.get("run_key")
+            if recorded is None:
+                return "it records no run key (an older version's file, or not one of ours)"
+            if recorded != self.run_key:
+                return (f"it was written by another run (run key {recorded!r}, not this run's "
+                        f"{self.run_key!r}: other data or parameters)")
+        wrong = [k for k, v in expected.items() if _kind(model[k]) != _kind(v)]
+        if wrong:
+            return f"its weights have other types ({wrong[:3]})"
+        nonfinite = [k for k, v in model.items()
+                     if torch.is_floating_point(v) and not torch.isfinite(v).all()]
+        if nonfinite:
+            return f"its weights hold NaN or inf values ({nonfinite[:3]})"
+        return (_optimizer_problem(state["optimizer"], net.optimizer_)
+                or _history_problem(state["history"]))
+
+
+def _kind(tensor):
+    return "bool" if tensor.dtype == torch.bool else "float" if tensor.is_floating_point() \
+        else "int"
+
+
+# optimizer settings that say how a step is computed, not what it computes
+_IMPLEMENTATION = ("params", "lr", "initial_lr", "foreach", "fused", "capturable",
+                   "differentiable", "param_names")
+
+
+def _same(a, b):
+    try:
+        return bool(a == b)
+    except Exception:  # tensors of several values, odd objects: not the same setting
+        return False
+
+
+def _optimizer_problem(saved, optimizer):
+    """Why ``saved`` is not a state of ``optimizer`` (this run's), or None: other parameter
+    groups, settings, parameters or moment shapes, or non-finite values."""
+    current = optimizer.state_dict()
+    if not (isinstance(saved, dict) and isinstance(saved.get("state"), dict)
+            and isinstance(saved.get("param_groups"), list)):
+        return "its optimizer state is not an optimizer's state dict"
+    if len(saved["param_groups"]) != len(current["param_groups"]):
+        return (f"its optimizer state has {len(saved['param_groups'])} parameter group(s), not "
+                f"{len(current['param_groups'])}")
+    shapes = {}
+    for old, now, live in zip(saved["param_groups"], current["param_groups"],
+                              optimizer.param_groups):
+        if not (isinstance(old, dict) and isinstance(old.get("params"), list)
+                and len(old["params"]) == len(now["params"])):
+            return "its optimizer state's parameter groups are not this model's"
+        differ = sorted(k for k in now if k not in _IMPLEMENTATION
+                        and (k not in old or not _same(old[k], now[k])))
+        if differ:
+            return f"its optimizer state has other settings ({differ[:3]})"
+        shapes.update(zip(old["params"], (p.shape for p in live["params"])))
+    for index, entry in saved["state"].items():
+        if index not in shapes or not isinstance(entry, dict):
+            return "its optimizer state refers to parameters this model does not have"
+        for name, value in entry.items():
+            if not isinstance(value, torch.Tensor):
+                return f"its optimizer state's {name!r} is not a tensor"
+            if (value.shape != shapes[index] and not (name == "step" and value.numel() == 1)):
+                return (f"its optimizer state has other shapes ({name} of parameter {index}: "
+                        f"{tuple(value.shape)}, not {tuple(shapes[index])})")
+            if value.is_floating_point() and not torch.isfinite(value).all():
+                return f"its optimizer state holds NaN or inf values ({name} of parameter {index})"
+    return None
+
+
+def _history_problem(history):
+    """Why ``history`` is not a list of finished epochs 1, 2, ..., or None."""
+    if not isinstance(history, list):
+        return "its history is not a list of epochs"
+    for i, row in enumerate(history, 1):
+        if not (isinstance(row, dict) and row.get("epoch") == i
+                and isinstance(row.get("batches"), list)):
+            return f"its history is not a list of finished epochs (entry {i}: {str(row)[:80]})"
+        loss = row.get("train_loss")
+        if isinstance(loss, bool) or not isinstance(loss, (int, float)) or not np.isfinite(loss):
+            return f"its history's epoch {i} has no finite train_loss ({loss!r})"
+    return None

@@ -353,8 +353,9 @@ def _build_net(est, module, device, seed, checkpoint_path, sampler, ctx, input_s
                  ("sampler_epoch", SamplerEpoch(sampler))]
     checkpoint = None
     if checkpoint_path is not None:
-        checkpoint = ResumableCheckpoint(checkpoint_path, {"augment": aug_gen},
-                                         input_shape=input_shape, writer=rank == 0)
+        checkpoint = ResumableCheckpoint(
+            checkpoint_path, {"augment": aug_gen}, input_shape=input_shape, writer=rank == 0,
+            run_key=os.path.basename(checkpoint_path).removeprefix("anatcl-run-").removesuffix(".pt"))
         callbacks.append(("checkpoint", checkpoint))
     if est.early_stopping is not None:
         callbacks.append(("early_stopping", EarlyStopping(

@@ -110,8 +110,9 @@ def check_images(X, *, name="X", check_finite="auto", warn_grid=True, conform=Fa
     ValueError
         If ``X`` is empty, a 3-D array, a 4-D image, not of one shared 3-D shape or grid,
         holds non-finite values (see ``check_finite``), or a file has an unsupported
-        extension or cannot be read (damaged ``.nii.gz`` files included); messages name the
-        offending sources, with their shapes or axis codes and voxel sizes.
+        extension or cannot be read (damaged ``.nii.gz`` files included), or its header
+        announces more than 2**28 voxels per volume or more than the file can hold; messages
+        name the offending sources, with their shapes or axis codes and voxel sizes.
     FileNotFoundError
         If a path does not exist.
     """

@@ -20,7 +20,14 @@ import numpy as np
 from nibabel.spatialimages import SpatialImage
 
 from ..exceptions import ImageReadError
-from ._files import affine_of, check_regular_file, out_of_memory
+from ._files import (
+    affine_of,
+    check_dtype,
+    check_regular_file,
+    image_voxels,
+    nonfinite_voxels,
+    out_of_memory,
+)
 from ._grid import (
     MIN_COVERAGE,
     OPENBHB_AFFINE,
@@ -78,10 +85,12 @@ def conform_image(img, shape=OPENBHB_SHAPE, affine=OPENBHB_AFFINE, interpolation
     Raises
     ------
     TypeError
-        If ``img`` is an array or another type.
+        If ``img`` is an array or another type, or holds complex or non-numeric values (as
+        :func:`check_images`).
     ValueError
         If ``img`` is 4-D with several volumes, has no affine or an invalid one (non-finite,
-        singular), is damaged, lies mostly outside
+        singular), is damaged or truncated, announces more than 2**28 voxels (checked before
+        anything is allocated), has NaN or inf voxels once read as float32, lies mostly outside
         the target grid (see above), or an argument is invalid.
 
     Examples
@@ -278,17 +287,23 @@ def _volume_data(img, label):
         )
     if len(shape) < 3 or any(s != 1 for s in shape[3:]):
         raise ValueError(f"img {label} has shape {shape}; expected one 3-D volume.")
-    try:
-        data = np.asanyarray(img.dataobj).reshape(shape[:3])  # scaled when the header says so
+    check_dtype(np.dtype(img.get_data_dtype()), f"img {label}")  # check_images' dtype rule
+    try:  # scaled when the header says so; a file behind it read bounded, .gz CRC-checked
+        data = image_voxels(img, f"img {label}", "img").reshape(shape[:3])
     except MemoryError as exc:
         raise out_of_memory(f"img {label}", exc) from exc
+    except (ImageReadError, FileNotFoundError):  # already name the file
+        raise
     except (OSError, EOFError, ValueError) as exc:  # a header without (all) its voxels
         detail = " ".join(str(exc).split())
         raise ImageReadError(f"img {label}: could not read its {'x'.join(map(str, shape[:3]))} "
                              f"voxels; the file is truncated or damaged ({type(exc).__name__}: "
                              f"{detail}).") from exc
-    if data.dtype.kind == "f" and not np.isfinite(data).all():
-        raise ValueError(f"img {label} has non-finite voxels (NaN or inf); fix them before "
+    check_dtype(data.dtype, f"img {label}")
+    n_bad = nonfinite_voxels(data)  # check_images' finiteness rule: as float32
+    if n_bad:
+        raise ValueError(f"img {label} has {n_bad} non-finite voxel{'s' * (n_bad > 1)} (NaN or "
+                         f"inf once read as float32) out of {data.size}; fix them before "
                          "conforming (numpy.nan_to_num sets NaN to 0).")
     return data
 

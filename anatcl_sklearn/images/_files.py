@@ -1,13 +1,22 @@
 """File formats: NIfTI (``.nii``, ``.nii.gz``, NIfTI-1 and -2) and ``.npy``, read checked.
 
 Headers are parsed without reading voxels (:func:`npy_header`, :func:`nifti_header`), and a
-short uncompressed file is caught from its size. :func:`load_nifti` reads a ``.nii.gz``
-whole and checks it against its gzip checksum: nibabel alone stops reading at the end of
-the voxel data, before the gzip trailer, so a file damaged mid-stream would decode to
-garbage without an error.
+short file is caught from its size: an uncompressed one holds fewer bytes than announced, a
+``.nii.gz`` more than deflate can inflate from its size (1032:1). A header announcing more
+than :data:`MAX_VOXELS` voxels per volume is refused before anything is allocated.
+
+:func:`load_nifti` streams a ``.nii.gz`` in chunks, keeps the header and the voxels only,
+refuses any data past the voxels (a gzip bomb: a small image followed by gigabytes of
+zeros), and reads it to its end so that its gzip checksum is checked: nibabel alone stops
+reading at the end of the voxel data, before the gzip trailer, so a file damaged mid-stream
+would decode to garbage without an error. Memory stays within the announced (bounded) size.
+
+:func:`check_dtype` and :func:`nonfinite_voxels` are the one dtype rule and the one
+finiteness rule of every reader (:func:`check_images`, :func:`conform_image`).
 """
 
 import gzip
+import io
 import math
 import os
 import stat
@@ -20,11 +29,19 @@ from nibabel.arrayproxy import ArrayProxy
 from ..exceptions import GridWarning, ImageReadError, warn
 from ._grid import check_affine
 
-__all__ = ["ImageReadError", "check_dtype", "check_regular_file", "gz_file_of", "load_nifti", "nifti_header", "npy_header",
-           "verify_gzip"]
+__all__ = ["MAX_HEADER_BYTES", "MAX_VOXELS", "ImageReadError", "check_announced", "check_dtype",
+           "check_regular_file", "gz_file_of", "image_voxels", "load_nifti", "nifti_header", "nonfinite_voxels",
+           "npy_header", "verify_gzip"]
 
-# Chunk size of the streaming gzip check of split_4d.
-_GZIP_CHUNK = 1 << 24
+#: Most voxels one 3-D volume may announce: 2**28 (a 645**3 grid, 1 GiB as float32; OpenBHB's
+#: grid has 2.1 million, a 0.5 mm whole-head grid 134 million). More is a damaged header.
+MAX_VOXELS = 1 << 28
+#: Most bytes a NIfTI header with its extensions may take before the voxels (vox_offset).
+MAX_HEADER_BYTES = 1 << 26
+# deflate inflates at most 1032 bytes per compressed byte (258-byte matches in 2-bit codes)
+_DEFLATE_MAX_RATIO = 1032
+# Chunk size of the streaming gzip reads: bounds what one read holds beside the voxels.
+_GZIP_CHUNK = 1 << 20
 _GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
 
 
@@ -43,7 +60,7 @@ def out_of_memory(what, exc):
                        "a far larger image than intended (a damaged header?), or free memory.")
 
 
-def check_regular_file(path, what):
+def check_regular_file(path, what, expected="an image file (NIfTI or .npy) on disk"):
     """Refuse, by name and before any open, a path that is not a regular file (a FIFO, a
     socket, a device): opening or reading one would block or never end. A missing file is
     left to the caller's FileNotFoundError."""
@@ -55,15 +72,15 @@ def check_regular_file(path, what):
         kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe)"
                 if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
                 else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file")
-        raise ValueError(f"{what} '{path}' is {kind}, not a regular file; expected an image "
-                         "file (NIfTI or .npy) on disk.")
+        raise ValueError(f"{what} '{path}' is {kind}, not a regular file; expected {expected}.")
 
 
 def load_nifti(path, name="X"):
-    """A nibabel image of a NIfTI file, fully read; a ``.nii.gz`` is checked against its CRC.
+    """A nibabel image of a NIfTI file, fully read; a ``.nii.gz`` is streamed, bounded and
+    checked against its CRC (see the module docstring).
 
-    Errors name the file: ValueError for a damaged or unreadable file, FileNotFoundError
-    when it is missing.
+    Errors name the file: ValueError (:class:`ImageReadError`) for a damaged, truncated,
+    oversized or unreadable file, FileNotFoundError when it is missing.
     """
     check_regular_file(path, name)
     if not path.lower().endswith(".gz"):
@@ -76,18 +93,10 @@ def load_nifti(path, name="X"):
         except Exception as exc:
             raise ImageReadError(f"{name}: could not read '{path}' as NIfTI: "
                                  f"{type(exc).__name__}: {exc}") from exc
+        check_announced(img.shape, img.get_data_dtype(), int(img.dataobj.offset),
+                        os.path.getsize(path), False, f"{name}: '{path}'", _min_offset(img))
         return img
-    with open(path, "rb") as fh:
-        compressed = fh.read()
-    try:
-        raw = gzip.decompress(compressed)  # every member to its end: CRC and length checked
-    except _GZIP_ERRORS as exc:
-        raise _damaged(name, path, exc) from exc
-    del compressed
-    sizeof_hdr = int.from_bytes(raw[:4], "little")
-    if sizeof_hdr not in (348, 540):
-        sizeof_hdr = int.from_bytes(raw[:4], "big")
-    klass = nib.Nifti2Image if sizeof_hdr == 540 else nib.Nifti1Image
+    raw, klass = _inflate_nifti(path, name, keep=True)
     try:
         return klass.from_bytes(raw)
     except Exception as exc:
@@ -95,15 +104,174 @@ def load_nifti(path, name="X"):
                              f"{type(exc).__name__}: {exc}") from exc
 
 
-def verify_gzip(path, name="X"):
-    """Read a gzip file to its end in chunks (constant memory), so its CRC is checked."""
-    check_regular_file(path, name)
+def _read_exactly(fh, n, parts):
+    """Read ``n`` bytes of ``fh`` in chunks (kept in ``parts`` unless it is None); the count
+    read (less than ``n`` at the end of the stream)."""
+    got = 0
+    while got < n:
+        chunk = fh.read(min(_GZIP_CHUNK, n - got))
+        if not chunk:
+            break
+        got += len(chunk)
+        if parts is not None:
+            parts.append(chunk)
+    return got
+
+
+def _inflate_nifti(path, name, keep):
+    """(header and voxel bytes, image class) of a ``.nii.gz``, streamed in chunks.
+
+    The announced size is checked (:func:`check_announced`) before any voxel is read, data
+    past the voxels is refused, and the stream is read to its end (every gzip member's CRC
+    and length checked). With ``keep=False`` no voxel is kept (a check in constant memory).
+    """
     try:
-        with gzip.open(path, "rb") as fh:
-            while fh.read(_GZIP_CHUNK):
-                pass
+        with open(path, "rb") as fobj:
+            file_size = os.fstat(fobj.fileno()).st_size
+            with gzip.GzipFile(fileobj=fobj, mode="rb") as fh:
+                klass, hdr, prefix = _read_header(fh, path, name)
+                shape, dtype = hdr.get_data_shape(), hdr.get_data_dtype()
+                offset = int(hdr.get_data_offset())
+                what = f"{name}: '{path}'"
+                check_announced(shape, dtype, offset, file_size, True, what,
+                                int(hdr.single_vox_offset))
+                total = offset + math.prod(shape) * dtype.itemsize
+                parts = [prefix]
+                got = len(prefix) + _read_exactly(fh, total - len(prefix),
+                                                  parts if keep else None)
+                if got < total:
+                    raise ImageReadError(
+                        f"{what} is truncated or damaged: its header announces {_dims(shape)} "
+                        f"voxels of "
+                        f"{dtype} ({total} bytes with the header) but its gzip data holds "
+                        f"only {got} bytes.")
+                if fh.read(1):  # also reads the trailer: the CRC is checked here
+                    raise ImageReadError(
+                        f"{what} holds data past the end of its voxel data (its header "
+                        f"announces {_dims(shape)} voxels of {dtype}, {total} bytes with the "
+                        "header): not a NIfTI file as written by any tool (a gzip bomb, or a "
+                        "file concatenated with another?); export it again.")
     except _GZIP_ERRORS as exc:
         raise _damaged(name, path, exc) from exc
+    return (b"".join(parts) if keep else b""), klass
+
+
+def _read_header(fh, path, name):
+    """(image class, header with its extensions, every byte read: up to the voxels) of a
+    NIfTI stream."""
+    what = f"{name}: could not read '{path}' as NIfTI"
+    block = fh.read(348)
+    if len(block) < 348:
+        raise ImageReadError(f"{what}: it holds {len(block)} bytes, less than a NIfTI header "
+                             "(348); the file is truncated or not NIfTI.")
+    sizeof_hdr = int.from_bytes(block[:4], "little")
+    if sizeof_hdr not in (348, 540):
+        sizeof_hdr = int.from_bytes(block[:4], "big")
+    if sizeof_hdr not in (348, 540):
+        raise ImageReadError(f"{what}: its first bytes are not a NIfTI-1 or NIfTI-2 header.")
+    klass = nib.Nifti2Image if sizeof_hdr == 540 else nib.Nifti1Image
+    try:
+        if sizeof_hdr == 540:
+            block += fh.read(192)
+        stored = klass.header_class(block[:sizeof_hdr], check=False).get_data_offset()
+        block = _read_to(fh, block, int(stored))
+        hdr = klass.header_class.from_fileobj(io.BytesIO(block))
+        block = _read_to(fh, block, int(hdr.get_data_offset()))  # as nibabel's checks fix it
+        hdr.get_data_dtype()
+    except _GZIP_ERRORS:
+        raise
+    except Exception as exc:
+        raise ImageReadError(f"{what}: {type(exc).__name__}: {' '.join(str(exc).split())}"
+                             ) from exc
+    return klass, hdr, block
+
+
+def _read_to(fh, block, offset):
+    """``block`` extended with the bytes of ``fh`` up to ``offset`` (bounded above)."""
+    if offset > MAX_HEADER_BYTES:
+        raise ValueError(f"its voxel data would start at byte {offset}, past the "
+                         f"{MAX_HEADER_BYTES} bytes a header with its extensions may take")
+    if offset <= len(block):
+        return block
+    parts = [block]
+    _read_exactly(fh, offset - len(block), parts)
+    return b"".join(parts)
+
+
+def _dims(shape):
+    return "x".join(str(int(s)) for s in shape)
+
+
+def check_announced(shape, dtype, offset, file_size, compressed, what, min_offset=0):
+    """Refuse, before anything is allocated, a header announcing a negative size, voxels that
+    start inside the header (before ``min_offset``: nibabel would read the header as voxels),
+    more voxels per 3-D volume than :data:`MAX_VOXELS`, or more bytes than the file can hold
+    (a truncated file): the file's size uncompressed, 1032 times it (deflate's most)
+    compressed."""
+    shape = tuple(int(s) for s in shape)
+    if any(s < 0 for s in shape):
+        raise ImageReadError(f"{what} announces a negative size ({shape}): its header is "
+                             "damaged.")
+    if int(offset) < min_offset:
+        raise ImageReadError(f"{what}: its header puts the voxel data at byte {int(offset)}, "
+                             f"inside the {min_offset}-byte header itself: the header is "
+                             "damaged (vox_offset).")
+    per_volume = math.prod(shape[:3])
+    if per_volume > MAX_VOXELS:
+        raise ImageReadError(
+            f"{what} announces {_dims(shape)} voxels ({per_volume} per volume), more than the "
+            f"{MAX_VOXELS} (MAX_VOXELS, a 645**3 grid) one volume may have: its header is "
+            "damaged, or the image is far finer than a brain map needs (resample it first).")
+    expected = int(offset) + math.prod(shape) * np.dtype(dtype).itemsize
+    holds = file_size * _DEFLATE_MAX_RATIO + 1024 if compressed else file_size
+    if expected > holds:
+        how = (f"a {file_size}-byte gzip file inflates to at most {holds} bytes" if compressed
+               else f"the file has {file_size} bytes")
+        raise ImageReadError(
+            f"{what} is truncated: its header announces {shape} voxels of {np.dtype(dtype)} "
+            f"({expected} bytes with the header) but {how}.")
+
+
+def _min_offset(img):
+    """Where a single-file NIfTI's voxels may start at the earliest (352 or 544), else 0."""
+    if isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        return int(img.header.single_vox_offset)
+    return 0
+
+
+def nonfinite_voxels(data):
+    """How many voxels of ``data`` are NaN or inf once read as float32 (as every reader hands
+    volumes on: float64 values beyond +-3.4e38 count); 0 when all are finite."""
+    data = np.asarray(data)
+    if data.dtype.kind in "biu":  # at most 1.8e19: always finite in float32
+        return 0
+    if data.dtype.kind == "f" and data.dtype.itemsize > 4:
+        with np.errstate(invalid="ignore"):
+            finite = np.abs(data) <= np.finfo(np.float32).max
+    else:
+        finite = np.isfinite(data)
+    return int(data.size - np.count_nonzero(finite))
+
+
+def verify_gzip(path, name="X"):
+    """Read a ``.nii.gz`` to its end in chunks (constant memory), so its CRC is checked; its
+    announced size is bounded and data past its voxels refused, as :func:`load_nifti` does."""
+    check_regular_file(path, name)
+    _inflate_nifti(path, name, keep=False)
+
+
+def image_voxels(img, what, name="X"):
+    """The stored (scaled) voxels of a nibabel image. A file behind it is read as a path is:
+    a ``.nii.gz`` through :func:`load_nifti` (streamed, bounded, CRC-checked), a ``.nii``
+    after its announced size is checked against the file's."""
+    dataobj = img.dataobj
+    path = gz_file_of(dataobj)
+    if path is not None:
+        return np.asanyarray(load_nifti(path, name).dataobj)
+    if isinstance(dataobj, ArrayProxy) and isinstance(dataobj.file_like, str):
+        check_announced(dataobj.shape, dataobj.dtype, int(dataobj.offset),
+                        os.path.getsize(dataobj.file_like), False, what, _min_offset(img))
+    return np.asanyarray(dataobj)
 
 
 def gz_file_of(dataobj):
@@ -135,6 +303,8 @@ def npy_header(path, i, name):
             f"{name}[{i}] could not read '{path}' as a .npy file: {type(exc).__name__}: {exc}"
         ) from exc
     check_dtype(dtype, f"{name}[{i}] '{path}'")
+    if len(shape) >= 3 and math.prod(shape[-3:]) > MAX_VOXELS:  # a sparse file holds any size
+        check_announced(shape[-3:], dtype, 0, 0, False, f"{name}[{i}] '{path}'")
     expected = data_offset + math.prod(shape) * dtype.itemsize
     if file_size < expected:
         raise ValueError(
@@ -159,15 +329,9 @@ def nifti_header(path, i, name):
     dtype = np.dtype(img.get_data_dtype())
     check_dtype(dtype, f"{name}[{i}] '{path}'")
     shape = tuple(int(s) for s in img.shape)
-    if not path.lower().endswith(".gz"):
-        # Uncompressed: the size is known from the header, so truncation costs one stat.
-        expected = int(img.dataobj.offset) + math.prod(shape) * dtype.itemsize
-        file_size = os.path.getsize(path)
-        if file_size < expected:
-            raise ValueError(
-                f"{name}[{i}] '{path}' is truncated: its header announces {shape} voxels of "
-                f"{dtype} ({expected} bytes with the header) but the file has {file_size} bytes."
-            )
+    # bounded, and truncation caught from the file's size: one stat
+    check_announced(shape, dtype, int(img.dataobj.offset), os.path.getsize(path),
+                    path.lower().endswith(".gz"), f"{name}[{i}] '{path}'", _min_offset(img))
     return shape, zooms_of(img), affine_of(img, f"{name}[{i}] '{path}'")
 
 

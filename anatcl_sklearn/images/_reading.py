@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 
 from ._conform import _VolumeProxy, check_coverage, conform_data
-from ._files import ImageReadError, gz_file_of, load_nifti, out_of_memory
+from ._files import ImageReadError, image_voxels, load_nifti, nonfinite_voxels, out_of_memory
 from ._identity import array_identity, item_identity
 
 __all__ = ["ImageCollection"]
@@ -260,10 +260,9 @@ class ImageCollection:
         return np.where(idx < 0, idx + n, idx).astype(np.intp)
 
     def _check_volume_finite(self, volume, pos):
-        # isfinite(...).all() is a fast pass; counting only runs when something is wrong.
-        if np.isfinite(volume).all():
+        n_bad = nonfinite_voxels(volume)  # the one finiteness rule (conform_image's too)
+        if not n_bad:
             return
-        n_bad = volume.size - int(np.count_nonzero(np.isfinite(volume)))
         raise ValueError(
             f"{self._name}: {_label(self._source_at(pos))} has {n_bad} non-finite voxel(s) "
             f"(NaN or inf) out of {volume.size}{self._extra_nonfinite_hint()}. Fix or drop "
@@ -360,7 +359,7 @@ class _ItemImages(ImageCollection):
         try:
             # Values beyond the float32 range become inf here; the finite check reports them.
             with np.errstate(over="ignore"):
-                raw = self._read_raw(item)
+                raw = self._read_raw(item, pos)
         except FileNotFoundError as exc:
             raise FileNotFoundError(
                 f"{self._name}: file not found: {source} (it existed when the images were "
@@ -382,7 +381,7 @@ class _ItemImages(ImageCollection):
         raw = raw.reshape(volume_shape)
         with np.errstate(over="ignore"):  # beyond float32: inf, reported by the finite check
             if self.conformed and item.affine is not None and conform:
-                if raw.dtype.kind == "f" and not np.isfinite(raw).all():
+                if nonfinite_voxels(raw):
                     # interpolation would smear NaN over neighbours: report it as it is
                     return np.full(self.shape, np.nan, dtype=np.float32)
                 check_coverage(raw, item.affine, self.shape, self.affine, f"{self._name}: {source}")
@@ -392,17 +391,16 @@ class _ItemImages(ImageCollection):
             # A memory map of the .npy, or the user's image data: always copy.
             return np.array(raw, dtype=np.float32, order="C")
 
-    def _read_raw(self, item):
+    def _read_raw(self, item, pos):
         if item.kind == "npy":
             return np.load(item.obj, mmap_mode="r")
         # Stored dtype (scaled as the header says); _read or conforming casts it to float32.
         if item.kind == "nifti":  # read whole (ours, not a view of the file), .gz CRC-checked
             return np.asanyarray(load_nifti(item.obj, self._name).dataobj)
-        dataobj = item.obj.dataobj
-        gz_path = gz_file_of(dataobj)
-        if gz_path is not None:  # a file-backed image of a .nii.gz: read it checked
-            return np.asanyarray(load_nifti(gz_path, self._name).dataobj)
-        return np.asanyarray(dataobj)  # a proxy reads here; the user's data is copied in _read
+        # a file-backed image is read as its path would be (bounded, .gz CRC-checked); the
+        # user's in-memory data is copied in _read
+        return image_voxels(item.obj, f"{self._name}: {_label(self._source_at(pos))}",
+                            self._name)
 
 
 def _item_source(item, pos):

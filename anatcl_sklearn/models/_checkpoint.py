@@ -175,6 +175,10 @@ def _recorded_input_affine(checkpoint, source):
 
 
 def _safe_torch_load(path, map_location):
+    if path.exists() and not path.is_file():  # a FIFO would hang the read, a device never end
+        from ..images._files import check_regular_file
+
+        check_regular_file(os.fspath(path), "Checkpoint", "a torch checkpoint file")
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint file not found: '{path}'.")
     _check_looks_like_checkpoint(path)

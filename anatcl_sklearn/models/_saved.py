@@ -28,6 +28,10 @@ CONFIG_NAME = "config.json"
 CARD_NAME = "README.md"
 FORMAT = "anatcl-sklearn/saved-model"
 FORMAT_VERSION = 1
+#: Largest projection-head output a config may declare (the paper's is 128).
+MAX_OUT_DIM = 1 << 16
+#: Largest config.json read (the configs written here take a few KB).
+MAX_CONFIG_BYTES = 16 << 20
 _N_LISTED = 5
 
 
@@ -73,11 +77,16 @@ def save_model_dir(directory, model, config, card):
     digests = []
 
     def write_weights(tmp):
-        save_file(state, tmp, metadata={"format": FORMAT})
+        from safetensors import SafetensorError
+
+        try:
+            save_file(state, tmp, metadata={"format": FORMAT})
+        except SafetensorError as exc:  # a full disk, a file size limit: safetensors' own type
+            raise OSError(str(exc)) from exc
         digests.append(file_sha256(tmp))
 
     # the weights first: a config never describes weights that are not there yet
-    atomic_write(directory / WEIGHTS_NAME, write_weights)
+    _written(directory / WEIGHTS_NAME, lambda target: atomic_write(target, write_weights))
     digest = digests[0]
     full = dict(config)
     full.update(
@@ -96,9 +105,20 @@ def save_model_dir(directory, model, config, card):
     )
     text = json.dumps(_jsonable(full), indent=2, sort_keys=False) + "\n"
     card_text = card(full) if callable(card) else str(card)
-    atomic_write_text(directory / CONFIG_NAME, text)
-    atomic_write_text(directory / CARD_NAME, card_text)
+    _written(directory / CONFIG_NAME, lambda target: atomic_write_text(target, text))
+    _written(directory / CARD_NAME, lambda target: atomic_write_text(target, card_text))
     return full
+
+
+def _written(target, write):
+    """``write(target)``; an OSError (a full disk, a size limit) names ``target``. Nothing is
+    left behind: each file is written atomically."""
+    try:
+        write(target)
+    except OSError as exc:
+        message = (f"Could not write '{target}' ({exc.strerror or exc}); nothing was left "
+                   "there: free disk space (or raise the file size limit) and save again.")
+        raise (OSError(exc.errno, message) if exc.errno else OSError(message)) from exc
 
 
 def existing_model_files(directory):
@@ -201,13 +221,27 @@ def load_model_dir(directory, map_location="cpu"):
     directory = Path(directory).expanduser()
     config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
     for path in (config_path, weights_path):
+        if path.exists() and not path.is_file():  # a FIFO would hang, a device never end
+            raise ValueError(f"'{path}' is not a regular file (a folder, FIFO or device); a "
+                             f"saved model folder holds the files {WEIGHTS_NAME} and "
+                             f"{CONFIG_NAME}.")
         if not path.is_file():
             raise FileNotFoundError(f"'{path}' not found: a saved model folder holds "
                                     f"{WEIGHTS_NAME} and {CONFIG_NAME}.")
+    if config_path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ValueError(f"'{config_path}' has {config_path.stat().st_size} bytes, more than the "
+                         f"{MAX_CONFIG_BYTES} a saved model's config may have (ours take a few "
+                         "KB): not a config of this toolkit.")
     config = _read_config(config_path)
     arch, out_dim, normalize, shape, affine = _validate_config(config, config_path)
     expected = config.get("weights_sha256")
-    if expected is not None:
+    if expected is None:
+        from ..exceptions import warn
+
+        warn(f"'{config_path}' records no weights_sha256, so '{weights_path}' is loaded but not "
+             "verified: a change or damage since it was saved would go unnoticed. Save the "
+             "model again (save_pretrained) to record its digest.")
+    else:
         from ._digest import file_sha256
 
         actual = file_sha256(weights_path)
@@ -236,6 +270,8 @@ def _read_config(path):
             config = json.load(fh)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"'{path}' is not valid JSON: {exc}") from exc
+    except RecursionError:  # '[' * 100_000: no config of ours nests more than 4 levels
+        raise ValueError(f"'{path}' is nested too deeply to be a saved model's config.") from None
     if not isinstance(config, dict):
         raise ValueError(f"'{path}' must hold a JSON object; got {type(config).__name__}.")
     return config
@@ -259,8 +295,8 @@ def _validate_config(config, path):
     if arch not in ARCHITECTURES:
         raise bad("model.arch", arch, f"one of {list(ARCHITECTURES)}")
     out_dim = model.get("out_dim")
-    if not isinstance(out_dim, int) or isinstance(out_dim, bool) or out_dim < 1:
-        raise bad("model.out_dim", out_dim, "a positive integer")
+    if not isinstance(out_dim, int) or isinstance(out_dim, bool) or not 1 <= out_dim <= MAX_OUT_DIM:
+        raise bad("model.out_dim", out_dim, f"a positive integer <= {MAX_OUT_DIM}")
     normalize = model.get("normalize", True)
     if not isinstance(normalize, bool):
         raise bad("model.normalize", normalize, "true or false")
@@ -288,7 +324,55 @@ def _validate_config(config, path):
         if value is not None and (not isinstance(value, str) or len(value) != 64
                                   or any(c not in "0123456789abcdef" for c in value)):
             raise bad(key, value, "a SHA-256 hex digest")
+    _validate_scaler(config.get("anatomy_scaler"), path)
     return arch, out_dim, normalize, shape, affine
+
+
+def _validate_scaler(section, path):
+    """The ``anatomy_scaler`` section, as :func:`~..embedder._sharing.scaler_from_config`
+    reads it: finite (n_regions, n_measures) ``data_min`` <= ``data_max``."""
+    def bad(what, value, expected):
+        return ValueError(f"'{path}': {what} is {value!r}; expected {expected}.")
+
+    if section is None:
+        return
+    if not isinstance(section, dict):
+        raise bad("anatomy_scaler", section, "an object (data_min, data_max, feature_range, "
+                                             "clip, n_samples_seen) or null")
+    arrays = {}
+    for key in ("data_min", "data_max"):
+        value = section.get(key)
+        try:
+            array = np.array(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            array = None
+        if array is None or array.ndim != 2 or array.size == 0 or not np.isfinite(array).all():
+            raise bad(f"anatomy_scaler.{key}", value,
+                      "a non-empty (n_regions, n_measures) table of finite numbers")
+        arrays[key] = array
+    lo, hi = arrays["data_min"], arrays["data_max"]
+    if hi.shape != lo.shape:
+        raise ValueError(f"'{path}': anatomy_scaler.data_max has shape {hi.shape}; expected "
+                         f"{lo.shape}, the shape of data_min.")
+    if (hi < lo).any():
+        raise ValueError(f"'{path}': anatomy_scaler.data_max is below data_min at "
+                         f"{int((hi < lo).sum())} place(s); expected data_max >= data_min.")
+    feature_range = section.get("feature_range", [0, 1])
+    if (not isinstance(feature_range, list) or len(feature_range) != 2
+            or not all(_is_number(v) for v in feature_range)
+            or not feature_range[0] < feature_range[1]):
+        raise bad("anatomy_scaler.feature_range", feature_range, "two finite numbers, low < high")
+    clip = section.get("clip", False)
+    if not isinstance(clip, bool):
+        raise bad("anatomy_scaler.clip", clip, "true or false")
+    seen = section.get("n_samples_seen", 2)
+    if not isinstance(seen, int) or isinstance(seen, bool) or seen < 1:
+        raise bad("anatomy_scaler.n_samples_seen", seen, "a positive integer")
+
+
+def _is_number(value):
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and bool(np.isfinite(value)))
 
 
 def _check_state(model, state, path):
@@ -308,7 +392,25 @@ def _check_state(model, state, path):
         raise ValueError(f"'{path}' does not hold the weights its config describes "
                          f"(AnatCLModel({model.arch!r}, out_dim={model.out_dim})): "
                          + "; ".join(parts) + ".")
+    wrong = [f"{k} ({str(state[k].dtype).removeprefix('torch.')})" for k in expected
+             if _kind(state[k]) != _kind(expected[k])]
+    if wrong:
+        raise ValueError(f"'{path}' holds tensors of the wrong type: {', '.join(wrong[:_N_LISTED])}"
+                         f"{' ...' if len(wrong) > _N_LISTED else ''}; weights, biases and "
+                         "BatchNorm statistics are floating point, step counters integers.")
     _refuse_non_finite(state, f"'{path}'")
+    negative = [k for k, v in state.items() if k.endswith("running_var") and (v < 0).any()]
+    if negative:
+        raise ValueError(f"'{path}' holds negative values in {len(negative)} BatchNorm running "
+                         f"variance(s): {negative[:_N_LISTED]}. A variance is never negative; "
+                         "these weights would embed every image to NaN.")
+
+
+def _kind(tensor):
+    if tensor.dtype == torch.bool:
+        return "bool"
+    return "float" if torch.is_floating_point(tensor) else "complex" if tensor.is_complex() \
+        else "int"
 
 
 def _refuse_non_finite(state, source):
