@@ -1,12 +1,10 @@
 """AnatCLEmbedder: pretrain (or load) an AnatCL 3D ResNet and embed brain images.
 
-Data flow: ``fit(X, age=, anatomy=)`` hands over to the one training engine
-(:func:`~anatcl_sklearn.embedder._training.fit_embedder`: inputs checked by
-:func:`~anatcl_sklearn.images.check_images`, anatomy scaled, a skorch
-:class:`~anatcl_sklearn.embedder._net.ContrastiveNet` around an
-:class:`~anatcl_sklearn.models.AnatCLModel`, in one process, DataParallel or DDP under
-torchrun) and sets the fitted attributes it returns; ``transform(X)`` streams the images
-through the frozen encoder.
+Data flow: ``fit(X, age=, anatomy=)`` plans (``embedder/_plan.py``: every decision and
+check, once) and runs the plan (``embedder/_training.py``: a skorch ``ContrastiveNet``
+around an :class:`~anatcl_sklearn.models.AnatCLModel`, launched by ``embedder/_launch.py``),
+which sets the fitted attributes; ``transform(X)`` streams the images through the frozen
+encoder.
 """
 
 import contextlib
@@ -20,8 +18,6 @@ from sklearn.base import (
 )
 from sklearn.utils.validation import check_is_fitted
 
-from ..exceptions import warn
-from ..images._checking import _check_images
 from ..images._grid import (
     affine_mismatch,
     affine_or_openbhb,
@@ -31,6 +27,7 @@ from ..images._grid import (
 from ._data import SubjectDataset
 from ._parallel import unwrap_module
 from ._params import PARAMETER_CONSTRAINTS, validate_params
+from ._plan import check_X
 from ._sharing import push_to_hub, save_pretrained
 from ._training import fit_embedder
 
@@ -282,26 +279,8 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self.verbose = verbose
 
     # ------------------------------------------------------------------ validation
-    def _validate_params(self):
-        """Check every parameter against ``_parameter_constraints`` and the cross-parameter rules.
-
-        Raises :class:`~anatcl_sklearn.exceptions.InvalidParameterError` ("The 'sigma' parameter
-        of AnatCLEmbedder must be a float in the range (0.0, inf). Got -1.0 instead.").
-        """
-        validate_params(self)
-
-    def _check_X(self, X, check_finite="auto", target=None):
-        import scipy.sparse
-
-        if scipy.sparse.issparse(X):
-            raise TypeError(
-                "Sparse input is not supported: AnatCLEmbedder needs dense images, an array "
-                "(n_images, D, H, W) or a list of image paths or nibabel images."
-            )
-        # The grid matters for pretrained weights only; fit compares it with theirs. Warnings
-        # point at the user's line (fit, or transform behind set_output): exceptions.warn.
-        return _check_images(X, "X", check_finite, warn_grid=False, nonfinite_advice="",
-                             target=target)
+    _validate_params = validate_params  # the constraint table and the cross-parameter rules
+    _check_X = check_X  # images for fit and transform: check_images, dense, named "X"
 
     # ------------------------------------------------------------------ fit / transform
     def fit(self, X, y=None, *, age=None, anatomy=None):
@@ -323,17 +302,7 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         -------
         self : AnatCLEmbedder
         """
-        fitted, interrupted = fit_embedder(self, X, y, age, anatomy)
-        # Only now, after training ended well: a fit that raised leaves the estimator as it was
-        # (its previous fitted state, or unfitted), never new weights with an old history.
-        self.__dict__.update(fitted)
-        if interrupted is not None:
-            warn(
-                f"Training was interrupted during epoch {interrupted}; the weights of the last "
-                f"finished epoch ({interrupted - 1}) were kept and the embedder is usable.",
-                RuntimeWarning,
-            )
-        return self
+        return fit_embedder(self, X, y, age, anatomy)  # plan, run, set the fitted attributes
 
     @property
     def _n_features_out(self):

@@ -72,6 +72,20 @@ class ContrastiveNet(NeuralNet):
         return [(name, TerminalPrintLog() if name == "print_log" else cb)
                 for name, cb in super().get_default_callbacks()]
 
+    def initialize_frozen(self):
+        """Initialize for a frozen encoder: callbacks, module and history only.
+
+        skorch's :meth:`initialize` would also build the criterion and the optimizer; a frozen
+        pretrained ``fit`` trains nothing, so it has neither (``criterion_`` and
+        ``optimizer_`` are absent). ``transform``, pickling and saving need only the module.
+        """
+        self._initialize_virtual_params()
+        self._initialize_callbacks()
+        self._initialize_module()
+        self._initialize_history()
+        self.initialized_ = True  # skorch's parameter check needs the optimizer: not here
+        return self
+
     def __getstate__(self):
         state = super().__getstate__()
         # The estimator passes the model as an instance, so ``module`` is the very object skorch

@@ -1,4 +1,8 @@
-"""Registry, verified download cache and resolution of the official AnatCL weights."""
+"""Registry and verified download cache of the official AnatCL weights.
+
+Turning ``pretrained=...`` (an official name among its five forms) into a model is
+:mod:`anatcl_sklearn.models._pretrained`'s.
+"""
 
 import errno
 import numbers
@@ -9,13 +13,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 
 from .._atomic import new_file_mode
-from ._anatcl_model import AnatCLModel
-from ._checkpoint import load_checkpoint
 from ._digest import file_sha256, read_digest, write_digest
 from ._transfer import (
     URL_ENV_VAR,
@@ -26,7 +27,7 @@ from ._transfer import (
     fetch_with_retries,
 )
 
-__all__ = ["OFFICIAL_WEIGHTS", "fetch_official_weights", "resolve_pretrained"]
+__all__ = ["OFFICIAL_WEIGHTS", "fetch_official_weights"]
 
 CACHE_ENV_VAR = "ANATCL_SKLEARN_CACHE"
 
@@ -358,108 +359,3 @@ def _download(source, target, expected, progress, label, problem):
     finally:
         part.unlink(missing_ok=True)
     write_digest(target, hexdigest=actual)
-
-
-def resolve_pretrained(pretrained, *, fold=0, arch="resnet18"):
-    """Turn any accepted description of pretrained weights into a model.
-
-    Parameters
-    ----------
-    pretrained : str, os.PathLike, Mapping or AnatCLModel
-        One of:
-
-        - an official name (``"anatcl-global"`` or ``"anatcl-local"``): the checkpoint of
-          fold ``fold`` is fetched (once, verified) with :func:`fetch_official_weights`,
-          converted once into a saved-model folder beside it, and read from safetensors;
-        - a saved-model folder (``model.safetensors`` + ``config.json``, as written by
-          ``AnatCLEmbedder.save_pretrained`` or ``anatcl-sklearn convert``), read with no
-          unpickling;
-        - ``"hf://owner/repo"`` or ``"hf://owner/repo@revision"``: such a folder on the
-          Hugging Face Hub (needs the ``[hub]`` extra);
-        - a path of a checkpoint file;
-        - a checkpoint or state dict in memory;
-        - an :class:`AnatCLModel`, returned unchanged (``fold`` and ``arch``
-          are not used).
-    fold : int, default=0
-        Fold of the official weights, 0 to 4. Used only with an official name.
-    arch : {"resnet18", "resnet34", "resnet50"}, default="resnet18"
-        Encoder architecture of a checkpoint path or dict (a saved folder records its own).
-        The official weights are ResNet-18; another ``arch`` with an official name is an
-        error.
-
-    Returns
-    -------
-    model : AnatCLModel
-        The loaded model, in eval mode (unless an AnatCLModel was given). A model read from
-        a saved folder carries its config as ``model.pretrained_config``.
-
-    Raises
-    ------
-    TypeError
-        If ``pretrained`` is of any other type (including None and bool).
-    FileNotFoundError
-        If a string is neither an official name, a Hub reference nor an existing file or
-        saved-model folder.
-    ValueError
-        If the fold or architecture is invalid, or the weights do not fit.
-    ImportError
-        For a Hub reference without the ``[hub]`` extra.
-
-    Examples
-    --------
-    >>> from anatcl_sklearn.models import AnatCLModel, resolve_pretrained
-    >>> model = resolve_pretrained(AnatCLModel().state_dict())
-    >>> model.arch
-    'resnet18'
-    """
-    from ._hub import download_from_hub, is_hub_spec
-    from ._saved import is_model_dir, load_model_dir
-
-    if isinstance(pretrained, AnatCLModel):
-        return pretrained
-    if isinstance(pretrained, str) and pretrained in OFFICIAL_WEIGHTS:
-        from ._convert import official_model_dir
-
-        entry = OFFICIAL_WEIGHTS[pretrained]
-        if arch != entry["arch"]:
-            raise ValueError(
-                f"The official {pretrained!r} weights are {entry['arch']!r}; "
-                f"got arch={arch!r}."
-            )
-        path = fetch_official_weights(pretrained, fold)
-        # the digest the download was just verified against
-        verified = _expected_sha256(pretrained, fold) or read_digest(path)
-        return official_model_dir(pretrained, fold, path, entry, source_sha256=verified)
-    if is_hub_spec(pretrained):
-        return _from_saved(load_model_dir(download_from_hub(pretrained)))
-    if isinstance(pretrained, (str, os.PathLike)):
-        path = Path(pretrained).expanduser()
-        if is_model_dir(path):
-            return _from_saved(load_model_dir(path))
-        if path.is_dir():
-            raise FileNotFoundError(
-                f"pretrained={os.fspath(pretrained)!r} is a folder without a saved model: "
-                "expected model.safetensors and config.json in it (written by "
-                "AnatCLEmbedder.save_pretrained or anatcl-sklearn convert)."
-            )
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"pretrained={os.fspath(pretrained)!r} is neither an existing "
-                "checkpoint file or saved-model folder, a Hub reference (hf://owner/repo) "
-                f"nor an official weights name ({', '.join(OFFICIAL_WEIGHTS)})."
-            )
-        return load_checkpoint(path, arch=arch)
-    if isinstance(pretrained, Mapping):
-        return load_checkpoint(pretrained, arch=arch)
-    raise TypeError(
-        "pretrained must be an official weights name "
-        f"({', '.join(OFFICIAL_WEIGHTS)}), a saved-model folder, a Hub reference "
-        "(hf://owner/repo), a checkpoint path, a checkpoint or state dict, or an "
-        f"AnatCLModel; got {type(pretrained).__name__}."
-    )
-
-
-def _from_saved(loaded):
-    model, config = loaded
-    model.pretrained_config = config
-    return model
