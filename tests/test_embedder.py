@@ -366,7 +366,7 @@ def test_negative_anatomy_is_refused_before_training_unless_min_max_scaled(small
 
 def test_compile_with_data_parallel_is_refused_before_reading_images(monkeypatch):
     from anatcl_sklearn.embedder import (
-        _training as _embedder,  # the engine decides the wrapping
+        _launch as _embedder,  # the launcher decides the wrapping
     )
 
     monkeypatch.setattr(_embedder, "_use_data_parallel", lambda setting, device: True)
@@ -469,7 +469,7 @@ def test_data_parallel_wiring_trains_saves_and_unwraps(small_brains, tmp_path, m
     # Several GPUs cannot be had here; without CUDA, DataParallel forwards to its module, so the
     # wrapping, the optimizer, the checkpoint keys and the unwrapping can still be checked.
     from anatcl_sklearn.embedder import (
-        _training as _embedder,  # the engine decides the wrapping
+        _launch as _embedder,  # the launcher decides the wrapping
     )
 
     X, meta = small_brains.images[:8], _meta(small_brains, slice(8))
@@ -498,7 +498,7 @@ def test_data_parallel_on_the_cpu_says_it_does_nothing(small_brains):
 
 
 def test_data_parallel_only_on_cuda():
-    from anatcl_sklearn.embedder._training import _use_data_parallel
+    from anatcl_sklearn.embedder._launch import _use_data_parallel
 
     assert not _use_data_parallel(True, "cpu")
     assert not _use_data_parallel("auto", "cpu")
