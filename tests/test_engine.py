@@ -117,6 +117,25 @@ def test_bad_input_raises_on_every_rank_instead_of_hanging(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("differ, says", [
+    ("images", "rank 1 holds other images than rank 0"),
+    ("count", "rank 1 holds 30 images, rank 0 holds 32"),
+    ("sigma", "rank 1 has sigma=3.0, rank 0 has sigma=2.0"),
+])
+def test_ranks_that_disagree_all_raise_naming_what_differs(tmp_path, differ, says):
+    """Issue #19 item 1: rank 1 holding other images, another number of subjects (which hung
+    in a collective) or another sigma used to train silently; every rank now raises before
+    the first step, naming the difference, and nothing is written."""
+    ckpt = tmp_path / "ckpt"
+    out = _torchrun(tmp_path, "--differ", differ, "--checkpoint-dir", str(ckpt), timeout=300)
+    assert out.returncode != 0, out.stdout[-2000:] + out.stderr[-2000:]
+    for rank in (0, 1):  # each rank raised the same error, none waited for the other
+        error = (tmp_path / f"error{rank}.txt").read_text()
+        assert "disagree on what to train" in error and says in error, error
+    assert not list(ckpt.glob("anatcl-run-*.pt")) and not list(tmp_path.glob("rank*.pt"))
+
+
+@pytest.mark.slow
 def test_a_global_batch_too_small_to_share_is_refused(tmp_path):
     out = _torchrun(tmp_path, "--batch-size", "3", timeout=300)
     assert out.returncode != 0

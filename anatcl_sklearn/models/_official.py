@@ -212,6 +212,7 @@ def fetch_official_weights(name, fold=0, *, cache_dir=None, url=None, progress=T
     cache = _resolve_cache_dir(cache_dir)
     source = _resolve_url(name, fold, url)
     target = cache / f"{name}_fold{fold}.pth"
+    _check_cache_layout(cache, target)
     expected = _expected_sha256(name, fold)
     problem = None
     if target.is_file():
@@ -230,6 +231,28 @@ def _note(line):
     if stream is not None:
         stream.write(line + "\n")
         stream.flush()
+
+
+def _check_cache_layout(cache, target):
+    """Refuse, by name, a cache that is a file (or under one) and folders where its files go.
+
+    ``os.replace`` and ``open`` would otherwise end in a raw IsADirectoryError or
+    NotADirectoryError after the download.
+    """
+    where = f"choose another cache with cache_dir= or the {CACHE_ENV_VAR} environment variable"
+    above = cache
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if above.exists() and not above.is_dir():
+        raise ValueError(
+            f"The weights cache '{cache}' cannot be a folder: '{above}' is a file. Move that "
+            f"file away, or {where}.")
+    for path, what in ((target, "the weights file"),
+                       (target.with_name(target.name + ".sha256"), "the weights' SHA-256 record")):
+        if path.is_dir():
+            raise ValueError(
+                f"The weights cache has a folder at '{path}', where {what} belongs; "
+                f"anatcl_sklearn never makes one there. Remove or rename it, or {where}.")
 
 
 def _cached_problem(target, expected):
