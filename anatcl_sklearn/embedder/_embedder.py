@@ -28,11 +28,12 @@ from ._data import SubjectDataset
 from ._parallel import unwrap_module
 from ._params import PARAMETER_CONSTRAINTS, validate_params
 from ._plan import check_X
-from ._sharing import push_to_hub, save_pretrained
+from ._sharing import SharingMixin
 from ._training import fit_embedder
 
 
-class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, SharingMixin,
+                     BaseEstimator):
     """Pretrain a 3D ResNet with AnatCL (or a baseline) and embed brain MRIs.
 
     A scikit-learn transformer: ``fit`` pretrains the encoder with a weakly-supervised
@@ -360,64 +361,6 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
                 z = module.encode(x) if self.output == "encoder" else module(x)
                 out.append(z.float().cpu().numpy())
         return np.concatenate(out, axis=0)
-
-    def save_pretrained(self, directory, *, push_to_hub=None, private=None, token=None,
-                        training_data=None):
-        """Save the fitted model as a folder others can load, and optionally share it.
-
-        Writes ``model.safetensors`` (the encoder ``encoder.*`` and head ``head.0``,
-        ``head.2``), ``config.json`` (architecture, output, the input grid with its affine,
-        the training method and hyper-parameters, epochs run, the fitted anatomy scaler,
-        library and torch versions, the weights' SHA-256) and a ``README.md`` model card.
-        ``AnatCLEmbedder(pretrained=directory)`` loads it back without unpickling anything,
-        and embeds bit for bit as this embedder does.
-
-        Parameters
-        ----------
-        directory : str or os.PathLike
-            The folder (created if missing; the three files in it are replaced
-            atomically).
-        push_to_hub : str, default=None
-            A Hugging Face Hub repository (``"owner/repo"``, created if missing) to upload
-            the folder to. Needs the ``[hub]`` extra.
-        private : bool, default=None
-            Visibility of a repository created by ``push_to_hub``.
-        token : str, default=None
-            Hub token (default: the one ``huggingface-cli login`` stored).
-        training_data : str, default=None
-            What the model was trained on (e.g. "OpenBHB train split, 3,227 subjects"),
-            recorded as ``config["training"]["data"]`` and in the model card.
-
-        Returns
-        -------
-        directory : pathlib.Path
-        """
-        return save_pretrained(self, directory, push_to_hub=push_to_hub, private=private,
-                               token=token, training_data=training_data)
-
-    def push_to_hub(self, repo_id, *, private=None, token=None, commit_message=None):
-        """Upload the fitted model to the Hugging Face Hub as a saved-model folder.
-
-        Needs the ``[hub]`` extra (``pip install "anatcl-sklearn[hub]"``). Others load it
-        with ``AnatCLEmbedder(pretrained="hf://owner/repo")``.
-
-        Parameters
-        ----------
-        repo_id : str
-            ``"owner/repo"``, created if missing.
-        private : bool, default=None
-            Visibility of a created repository.
-        token : str, default=None
-            Hub token.
-        commit_message : str, default=None
-
-        Returns
-        -------
-        url : str
-            The commit's URL.
-        """
-        return push_to_hub(self, repo_id, private=private, token=token,
-                           commit_message=commit_message)
 
     def __setstate__(self, state):
         # skorch maps a GPU-fitted net to the CPU when CUDA is missing; follow it
