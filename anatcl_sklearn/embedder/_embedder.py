@@ -7,7 +7,10 @@ which sets the fitted attributes; ``transform(X)`` streams the images through th
 encoder.
 """
 
+from __future__ import annotations
+
 import contextlib
+from typing import Any
 
 import numpy as np
 import torch
@@ -284,7 +287,8 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, SharingM
     _check_X = check_X  # images for fit and transform: check_images, dense, named "X"
 
     # ------------------------------------------------------------------ fit / transform
-    def fit(self, X, y=None, *, age=None, anatomy=None):
+    def fit(self, X: Any, y: Any = None, *, age: Any = None,
+            anatomy: Any = None) -> AnatCLEmbedder:
         """Pretrain the encoder on images X guided by age and anatomy (or load weights).
 
         Parameters
@@ -310,7 +314,7 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, SharingM
         # read by ClassNamePrefixFeaturesOutMixin.get_feature_names_out
         return self.n_features_out_
 
-    def transform(self, X):
+    def transform(self, X: Any) -> np.ndarray:
         """Embed images with the frozen encoder.
 
         Parameters

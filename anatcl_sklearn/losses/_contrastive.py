@@ -21,6 +21,10 @@ Conventions shared by every function here:
   returned scalar has that dtype; bfloat16 / float16 inputs receive gradients in their dtype.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 import torch
 
 from ._infonce import (  # noqa: F401 - the core's names, kept importable from here
@@ -58,7 +62,7 @@ def _weighted_loss(z, weights, temperature, method):
         return _contrastive_rows(z, z, weights, temperature, method=method)
 
 
-def yaware_loss(z, weights, temperature=0.1):
+def yaware_loss(z: torch.Tensor, weights: Any, temperature: float = 0.1) -> torch.Tensor:
     """y-Aware weighted InfoNCE (Eq. 1 of the AnatCL paper; Dufumier et al., MICCAI 2021).
 
     For every anchor row a (``n * n_views`` of them)::
@@ -90,7 +94,7 @@ def yaware_loss(z, weights, temperature=0.1):
     return _weighted_loss(z, weights, temperature, "yaware")
 
 
-def expw_loss(z, weights, temperature=0.1):
+def expw_loss(z: torch.Tensor, weights: Any, temperature: float = 0.1) -> torch.Tensor:
     """ExpW weighted InfoNCE (Barbano et al., ISBI 2023) as the released reference code computes it.
 
     With ``s = cos / temperature`` and ``m = 1 / temperature`` (the largest possible similarity,
@@ -126,7 +130,7 @@ def expw_loss(z, weights, temperature=0.1):
     return _weighted_loss(z, weights, temperature, "expw")
 
 
-def simclr_loss(z, temperature=0.1):
+def simclr_loss(z: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """SimCLR's NT-Xent loss: the other views of the same subject are the positives.
 
     For anchor row a of subject i, ``L_a = - 1 / (V - 1) sum_{b in views of i, b != a}
@@ -158,17 +162,17 @@ def simclr_loss(z, temperature=0.1):
 
 
 def anatcl_loss(
-    z,
-    age,
-    anatomy,
+    z: torch.Tensor,
+    age: Any,
+    anatomy: Any,
     *,
-    descriptor="global",
-    sigma=2.0,
-    lambda_age=1.0,
-    lambda_anat=1.0,
-    temperature=0.1,
-    kernel="rbf",
-):
+    descriptor: str = "global",
+    sigma: float = 2.0,
+    lambda_age: float = 1.0,
+    lambda_anat: float = 1.0,
+    temperature: float = 0.1,
+    kernel: str = "rbf",
+) -> torch.Tensor:
     """AnatCL loss (Eq. 4): ``lambda_age * L_age + lambda_anat * L_AnatCL``.
 
     Both terms are y-Aware losses (:func:`yaware_loss`, Eq. 1) on the same embeddings:

@@ -4,6 +4,8 @@ Turning ``pretrained=...`` (an official name among its five forms) into a model 
 :mod:`anatcl_sklearn.models._pretrained`'s.
 """
 
+from __future__ import annotations
+
 import errno
 import numbers
 import os
@@ -141,7 +143,8 @@ def _expected_sha256(name, fold):
     return digest.lower() if isinstance(digest, str) else None
 
 
-def fetch_official_weights(name, fold=0, *, cache_dir=None, url=None, progress=True):
+def fetch_official_weights(name: str, fold: int = 0, *, cache_dir: str | os.PathLike | None = None,
+                           url: str | os.PathLike | None = None, progress: bool = True) -> Path:
     """Download official AnatCL weights once and return the cached file.
 
     Each (name, fold) is cached under its own file name,
