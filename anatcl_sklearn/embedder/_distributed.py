@@ -7,6 +7,9 @@ kept for the rest of the program. ``batch_size`` stays the global batch: every r
 the same permutation of the subjects each epoch (seeded by the estimator's seed, broadcast
 from rank 0, and the epoch), cuts it into global batches and takes its contiguous shard of
 each, so a run on W processes sees exactly the global batches of a single-process run.
+
+These are the mechanics; only the launcher (:class:`._launch.DistributedLaunch`, chosen by
+:func:`._launch.resolve_launch`) uses them.
 """
 
 import os
@@ -37,9 +40,10 @@ def _env_world():
 
 
 def resolve_distributed(setting, device_setting):
-    """The DistContext to train in, or None for a single process.
+    """The DistContext to train in, or None for a single process (torchrun's detection).
 
-    ``setting`` is the estimator's ``distributed`` parameter ("auto", True or False).
+    ``setting`` is the estimator's ``distributed`` parameter ("auto", True or False); any other
+    value is taken as "auto" here (the parameter check refuses it, inside the fit's agreement).
     """
     if setting is False:
         return None
