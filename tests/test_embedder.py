@@ -366,7 +366,7 @@ def test_negative_anatomy_is_refused_before_training_unless_min_max_scaled(small
 
 def test_compile_with_data_parallel_is_refused_before_reading_images(monkeypatch):
     from anatcl_sklearn.embedder import (
-        _training as _embedder,  # the engine decides the wrapping
+        _launch as _embedder,  # the launcher decides the wrapping
     )
 
     monkeypatch.setattr(_embedder, "_use_data_parallel", lambda setting, device: True)
@@ -469,7 +469,7 @@ def test_data_parallel_wiring_trains_saves_and_unwraps(small_brains, tmp_path, m
     # Several GPUs cannot be had here; without CUDA, DataParallel forwards to its module, so the
     # wrapping, the optimizer, the checkpoint keys and the unwrapping can still be checked.
     from anatcl_sklearn.embedder import (
-        _training as _embedder,  # the engine decides the wrapping
+        _launch as _embedder,  # the launcher decides the wrapping
     )
 
     X, meta = small_brains.images[:8], _meta(small_brains, slice(8))
@@ -498,7 +498,7 @@ def test_data_parallel_on_the_cpu_says_it_does_nothing(small_brains):
 
 
 def test_data_parallel_only_on_cuda():
-    from anatcl_sklearn.embedder._training import _use_data_parallel
+    from anatcl_sklearn.embedder._launch import _use_data_parallel
 
     assert not _use_data_parallel(True, "cpu")
     assert not _use_data_parallel("auto", "cpu")
@@ -741,3 +741,75 @@ def test_grid_warning_compares_with_the_grid_a_checkpoint_records(small_brains, 
     with pytest.warns(GridWarning, match="20x24x20 voxels, but these pretrained weights were "
                                           "trained on 24x28x24"):
         AnatCLEmbedder(pretrained=str(path), verbose=0).fit(other)
+
+
+# ---------------------------------------------------------------- fit in two stages (#18 item 1)
+def test_a_seeded_small_fit_gives_the_embeddings_of_before_the_plan():
+    """tests/data/seeded_fit.py on the code before the fit was split into a plan and a launcher
+    wrote seeded_fit_reference.npz: from scratch with a checkpoint folder, fine-tuned, frozen.
+    The split gives the same numbers (measured: bit for bit on the same machine); the
+    tolerance only absorbs another CPU's rounding."""
+    import sys
+    from pathlib import Path
+
+    data = Path(__file__).parent / "data"
+    sys.path.insert(0, str(data))
+    try:
+        import seeded_fit
+    finally:
+        sys.path.pop(0)
+    out = seeded_fit.run()
+    reference = np.load(data / "seeded_fit_reference.npz")
+    assert sorted(out) == sorted(reference.files)
+    for key in reference.files:
+        np.testing.assert_allclose(out[key], reference[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_a_frozen_fit_builds_no_optimizer_and_no_loss(small_brains, tmp_path):
+    X, meta = small_brains.images[:8], _meta(small_brains, slice(8))
+    trained = AnatCLEmbedder(**FAST).fit(X, **meta)
+    assert hasattr(trained.net_, "optimizer_") and hasattr(trained.net_, "criterion_")
+    trained.save_pretrained(tmp_path / "saved")
+    frozen = AnatCLEmbedder(pretrained=tmp_path / "saved", **FAST).fit(X)
+    assert not hasattr(frozen.net_, "optimizer_") and not hasattr(frozen.net_, "criterion_")
+    assert len(frozen.history_) == 0
+    z = frozen.transform(X)
+    np.testing.assert_array_equal(z, trained.transform(X))  # the same weights, embedding alike
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(frozen)).transform(X), z)
+    np.testing.assert_array_equal(clone(frozen).fit(X).transform(X), z)
+    frozen.save_pretrained(tmp_path / "again")
+    again = AnatCLEmbedder(pretrained=tmp_path / "again", **FAST).fit(X)
+    np.testing.assert_array_equal(again.transform(X), z)
+
+
+def test_a_pretrained_fit_on_another_grid_reads_each_header_once(small_brains, tmp_path,
+                                                                 monkeypatch):
+    """Weights recording a grid other than OpenBHB's, conform=True: the grid is decided from
+    the loaded weights before the images are checked, so each header is read once per fit
+    (it was read twice: against OpenBHB's grid, then against the weights')."""
+    import nibabel as nib
+
+    from anatcl_sklearn.images import _checking
+
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = (-24.0, -28.0, -24.0)
+    paths = []
+    for i, volume in enumerate(small_brains.images[:6]):
+        paths.append(tmp_path / f"sub-{i}.nii")
+        nib.save(nib.Nifti1Image(np.asarray(volume, np.float32), affine), paths[-1])
+    meta = _meta(small_brains, slice(6))
+    trained = AnatCLEmbedder(**dict(FAST, batch_size=6)).fit(paths, **meta)
+    trained.save_pretrained(tmp_path / "saved")
+    reads = []
+    original = _checking.nifti_header
+    monkeypatch.setattr(_checking, "nifti_header",
+                        lambda path, *a, **k: reads.append(path) or original(path, *a, **k))
+    frozen = AnatCLEmbedder(pretrained=tmp_path / "saved", conform=True, **FAST).fit(paths)
+    assert sorted(map(str, reads)) == sorted(map(str, paths))  # once each
+    assert frozen.input_shape_ == trained.input_shape_
+    np.testing.assert_allclose(frozen.input_affine_, affine)
+    reads.clear()
+    tuned = AnatCLEmbedder(pretrained=tmp_path / "saved", conform=True, finetune=True,
+                           **dict(FAST, batch_size=6)).fit(paths, **meta)
+    assert sorted(map(str, reads)) == sorted(map(str, paths))
+    assert tuned.input_shape_ == trained.input_shape_

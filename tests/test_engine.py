@@ -117,6 +117,25 @@ def test_bad_input_raises_on_every_rank_instead_of_hanging(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("differ, says", [
+    ("images", "rank 1 holds other images than rank 0"),
+    ("count", "rank 1 holds 30 images, rank 0 holds 32"),
+    ("sigma", "rank 1 has sigma=3.0, rank 0 has sigma=2.0"),
+])
+def test_ranks_that_disagree_all_raise_naming_what_differs(tmp_path, differ, says):
+    """Issue #19 item 1: rank 1 holding other images, another number of subjects (which hung
+    in a collective) or another sigma used to train silently; every rank now raises before
+    the first step, naming the difference, and nothing is written."""
+    ckpt = tmp_path / "ckpt"
+    out = _torchrun(tmp_path, "--differ", differ, "--checkpoint-dir", str(ckpt), timeout=300)
+    assert out.returncode != 0, out.stdout[-2000:] + out.stderr[-2000:]
+    for rank in (0, 1):  # each rank raised the same error, none waited for the other
+        error = (tmp_path / f"error{rank}.txt").read_text()
+        assert "disagree on what to train" in error and says in error, error
+    assert not list(ckpt.glob("anatcl-run-*.pt")) and not list(tmp_path.glob("rank*.pt"))
+
+
+@pytest.mark.slow
 def test_a_global_batch_too_small_to_share_is_refused(tmp_path):
     out = _torchrun(tmp_path, "--batch-size", "3", timeout=300)
     assert out.returncode != 0
@@ -345,3 +364,35 @@ def test_run_key_is_the_one_of_before_the_collection_stated_its_identity():
     h3 = hashlib.sha256()
     images.subset([0, 1]).update_identity(h3)
     assert h3.hexdigest() != h1.hexdigest()
+
+
+def test_what_ranks_disagree_on_is_named_rank_by_rank():
+    # the comparison behind test_ranks_that_disagree_all_raise_naming_what_differs, without
+    # torchrun: every rank computes it from the same gathered facts, so every rank raises it
+    from anatcl_sklearn.embedder._plan import disagreement
+
+    base = dict(seed=1, n=10, data="d", age="a", anatomy="m", weights="none", key="k",
+                params={"sigma": "2.0", "lr": "0.0001"})
+    assert disagreement([base, dict(base, seed=2, key="other")]) is None  # rank 0's are taken
+    message = disagreement([base, dict(base, n=12, data="e", age="b"),
+                            dict(base, data="f", params={"sigma": "3.0", "lr": "0.0001"})])
+    assert "rank 1 holds 12 images, rank 0 holds 10" in message
+    assert "rank 1 holds other images" not in message  # the count says it
+    assert "rank 2 holds other images than rank 0" in message
+    assert "rank 2 has sigma=3.0, rank 0 has sigma=2.0" in message
+    assert "rank 1's age" not in message and "nothing was trained" in message
+
+
+def test_only_the_launcher_asks_which_launch_it_is_in():
+    import inspect
+
+    from anatcl_sklearn.embedder import _embedder, _launch, _plan, _training
+
+    for module in (_training, _plan, _embedder):
+        source = inspect.getsource(module)
+        for word in ("ctx", "DistContext", "DataParallel(", "resolve_distributed", "wrap_ddp",
+                     "is_initialized", "WORLD_SIZE"):
+            assert word not in source, (module.__name__, word)
+    est = AnatCLEmbedder(device="cpu")
+    assert type(_launch.resolve_launch(est, train=True)) is _launch.OneProcess
+    assert type(_launch.resolve_launch(est, train=False)) is _launch.OneProcess

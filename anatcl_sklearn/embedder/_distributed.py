@@ -7,6 +7,9 @@ kept for the rest of the program. ``batch_size`` stays the global batch: every r
 the same permutation of the subjects each epoch (seeded by the estimator's seed, broadcast
 from rank 0, and the epoch), cuts it into global batches and takes its contiguous shard of
 each, so a run on W processes sees exactly the global batches of a single-process run.
+
+These are the mechanics; only the launcher (:class:`._launch.DistributedLaunch`, chosen by
+:func:`._launch.resolve_launch`) uses them.
 """
 
 import os
@@ -37,9 +40,10 @@ def _env_world():
 
 
 def resolve_distributed(setting, device_setting):
-    """The DistContext to train in, or None for a single process.
+    """The DistContext to train in, or None for a single process (torchrun's detection).
 
-    ``setting`` is the estimator's ``distributed`` parameter ("auto", True or False).
+    ``setting`` is the estimator's ``distributed`` parameter ("auto", True or False); any other
+    value is taken as "auto" here (the parameter check refuses it, inside the fit's agreement).
     """
     if setting is False:
         return None
@@ -68,30 +72,32 @@ def resolve_distributed(setting, device_setting):
                        str(dist.get_backend()))
 
 
-def agree(ctx, fn):
+def agree(ctx, fn, gather=False):
     """Run ``fn()`` on every rank; if it fails anywhere, fail everywhere (never hang).
 
     The failing rank raises its own exception; the others raise a RuntimeError that names
-    the failing rank and repeats its message.
+    the failing rank and repeats its message. With ``gather=True`` every rank's result (a
+    small picklable value) is returned, by rank, from the same collective.
     """
     if ctx is None:
-        return fn()
+        result = fn()
+        return [result] if gather else result
     error, result = None, None
     try:
         result = fn()
     except Exception as exc:  # noqa: BLE001 - re-raised below, after telling the others
         error = exc
     messages = [None] * ctx.world
-    dist.all_gather_object(messages, None if error is None else
-                           f"{type(error).__name__}: {error}")
+    mine = None if error is None else f"{type(error).__name__}: {error}"
+    dist.all_gather_object(messages, (mine, result if gather and error is None else None))
     if error is not None:
         raise error
-    failed = [(r, m) for r, m in enumerate(messages) if m is not None]
+    failed = [(r, m) for r, (m, _) in enumerate(messages) if m is not None]
     if failed:
         rank, message = failed[0]
         raise RuntimeError(f"rank {rank} of {ctx.world} failed ({message}); this rank stops "
                            "too rather than wait for it.")
-    return result
+    return [r for _, r in messages] if gather else result
 
 
 def broadcast(ctx, value):
@@ -172,8 +178,6 @@ def wrap_ddp(module, ctx, device):
 
 def sync_state(ctx, module):
     """Copy rank 0's weights and buffers to every rank (identical fitted estimators)."""
-    if ctx is None:
-        return
     with torch.no_grad():
         for tensor in module.state_dict().values():
             dist.broadcast(tensor, src=0)

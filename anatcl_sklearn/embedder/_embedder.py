@@ -1,15 +1,16 @@
 """AnatCLEmbedder: pretrain (or load) an AnatCL 3D ResNet and embed brain images.
 
-Data flow: ``fit(X, age=, anatomy=)`` hands over to the one training engine
-(:func:`~anatcl_sklearn.embedder._training.fit_embedder`: inputs checked by
-:func:`~anatcl_sklearn.images.check_images`, anatomy scaled, a skorch
-:class:`~anatcl_sklearn.embedder._net.ContrastiveNet` around an
-:class:`~anatcl_sklearn.models.AnatCLModel`, in one process, DataParallel or DDP under
-torchrun) and sets the fitted attributes it returns; ``transform(X)`` streams the images
-through the frozen encoder.
+Data flow: ``fit(X, age=, anatomy=)`` plans (``embedder/_plan.py``: every decision and
+check, once) and runs the plan (``embedder/_training.py``: a skorch ``ContrastiveNet``
+around an :class:`~anatcl_sklearn.models.AnatCLModel`, launched by ``embedder/_launch.py``),
+which sets the fitted attributes; ``transform(X)`` streams the images through the frozen
+encoder.
 """
 
+from __future__ import annotations
+
 import contextlib
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,8 +21,6 @@ from sklearn.base import (
 )
 from sklearn.utils.validation import check_is_fitted
 
-from ..exceptions import warn
-from ..images._checking import _check_images
 from ..images._grid import (
     affine_mismatch,
     affine_or_openbhb,
@@ -31,11 +30,13 @@ from ..images._grid import (
 from ._data import SubjectDataset
 from ._parallel import unwrap_module
 from ._params import PARAMETER_CONSTRAINTS, validate_params
-from ._sharing import push_to_hub, save_pretrained
+from ._plan import check_X
+from ._sharing import SharingMixin
 from ._training import fit_embedder
 
 
-class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, SharingMixin,
+                     BaseEstimator):
     """Pretrain a 3D ResNet with AnatCL (or a baseline) and embed brain MRIs.
 
     A scikit-learn transformer: ``fit`` pretrains the encoder with a weakly-supervised
@@ -282,29 +283,12 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self.verbose = verbose
 
     # ------------------------------------------------------------------ validation
-    def _validate_params(self):
-        """Check every parameter against ``_parameter_constraints`` and the cross-parameter rules.
-
-        Raises :class:`~anatcl_sklearn.exceptions.InvalidParameterError` ("The 'sigma' parameter
-        of AnatCLEmbedder must be a float in the range (0.0, inf). Got -1.0 instead.").
-        """
-        validate_params(self)
-
-    def _check_X(self, X, check_finite="auto", target=None):
-        import scipy.sparse
-
-        if scipy.sparse.issparse(X):
-            raise TypeError(
-                "Sparse input is not supported: AnatCLEmbedder needs dense images, an array "
-                "(n_images, D, H, W) or a list of image paths or nibabel images."
-            )
-        # The grid matters for pretrained weights only; fit compares it with theirs. Warnings
-        # point at the user's line (fit, or transform behind set_output): exceptions.warn.
-        return _check_images(X, "X", check_finite, warn_grid=False, nonfinite_advice="",
-                             target=target)
+    _validate_params = validate_params  # the constraint table and the cross-parameter rules
+    _check_X = check_X  # images for fit and transform: check_images, dense, named "X"
 
     # ------------------------------------------------------------------ fit / transform
-    def fit(self, X, y=None, *, age=None, anatomy=None):
+    def fit(self, X: Any, y: Any = None, *, age: Any = None,
+            anatomy: Any = None) -> AnatCLEmbedder:
         """Pretrain the encoder on images X guided by age and anatomy (or load weights).
 
         Parameters
@@ -323,24 +307,14 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         -------
         self : AnatCLEmbedder
         """
-        fitted, interrupted = fit_embedder(self, X, y, age, anatomy)
-        # Only now, after training ended well: a fit that raised leaves the estimator as it was
-        # (its previous fitted state, or unfitted), never new weights with an old history.
-        self.__dict__.update(fitted)
-        if interrupted is not None:
-            warn(
-                f"Training was interrupted during epoch {interrupted}; the weights of the last "
-                f"finished epoch ({interrupted - 1}) were kept and the embedder is usable.",
-                RuntimeWarning,
-            )
-        return self
+        return fit_embedder(self, X, y, age, anatomy)  # plan, run, set the fitted attributes
 
     @property
     def _n_features_out(self):
         # read by ClassNamePrefixFeaturesOutMixin.get_feature_names_out
         return self.n_features_out_
 
-    def transform(self, X):
+    def transform(self, X: Any) -> np.ndarray:
         """Embed images with the frozen encoder.
 
         Parameters
@@ -391,64 +365,6 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
                 z = module.encode(x) if self.output == "encoder" else module(x)
                 out.append(z.float().cpu().numpy())
         return np.concatenate(out, axis=0)
-
-    def save_pretrained(self, directory, *, push_to_hub=None, private=None, token=None,
-                        training_data=None):
-        """Save the fitted model as a folder others can load, and optionally share it.
-
-        Writes ``model.safetensors`` (the encoder ``encoder.*`` and head ``head.0``,
-        ``head.2``), ``config.json`` (architecture, output, the input grid with its affine,
-        the training method and hyper-parameters, epochs run, the fitted anatomy scaler,
-        library and torch versions, the weights' SHA-256) and a ``README.md`` model card.
-        ``AnatCLEmbedder(pretrained=directory)`` loads it back without unpickling anything,
-        and embeds bit for bit as this embedder does.
-
-        Parameters
-        ----------
-        directory : str or os.PathLike
-            The folder (created if missing; the three files in it are replaced
-            atomically).
-        push_to_hub : str, default=None
-            A Hugging Face Hub repository (``"owner/repo"``, created if missing) to upload
-            the folder to. Needs the ``[hub]`` extra.
-        private : bool, default=None
-            Visibility of a repository created by ``push_to_hub``.
-        token : str, default=None
-            Hub token (default: the one ``huggingface-cli login`` stored).
-        training_data : str, default=None
-            What the model was trained on (e.g. "OpenBHB train split, 3,227 subjects"),
-            recorded as ``config["training"]["data"]`` and in the model card.
-
-        Returns
-        -------
-        directory : pathlib.Path
-        """
-        return save_pretrained(self, directory, push_to_hub=push_to_hub, private=private,
-                               token=token, training_data=training_data)
-
-    def push_to_hub(self, repo_id, *, private=None, token=None, commit_message=None):
-        """Upload the fitted model to the Hugging Face Hub as a saved-model folder.
-
-        Needs the ``[hub]`` extra (``pip install "anatcl-sklearn[hub]"``). Others load it
-        with ``AnatCLEmbedder(pretrained="hf://owner/repo")``.
-
-        Parameters
-        ----------
-        repo_id : str
-            ``"owner/repo"``, created if missing.
-        private : bool, default=None
-            Visibility of a created repository.
-        token : str, default=None
-            Hub token.
-        commit_message : str, default=None
-
-        Returns
-        -------
-        url : str
-            The commit's URL.
-        """
-        return push_to_hub(self, repo_id, private=private, token=token,
-                           commit_message=commit_message)
 
     def __setstate__(self, state):
         # skorch maps a GPU-fitted net to the CPU when CUDA is missing; follow it

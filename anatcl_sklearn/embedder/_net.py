@@ -6,7 +6,10 @@ dicts ``{"x", "age", "anatomy"}``; only the volume reaches the module, age and a
 the loss in :meth:`ContrastiveNet.get_loss`.
 """
 
+from __future__ import annotations
+
 import contextlib
+from typing import Any
 
 import torch
 from skorch import NeuralNet
@@ -53,9 +56,11 @@ class ContrastiveNet(NeuralNet):
         for the history and for the finiteness check, so every rank stops together.
     """
 
-    def __init__(self, *args, loss_inputs=(), n_views=2, augment=(), augment_generator=None,
-                 autocast_dtype=None, channels_last=False, volume_cache=None, dist_world=None,
-                 **kwargs):
+    def __init__(self, *args: Any, loss_inputs: tuple = (), n_views: int | None = 2,
+                 augment: tuple = (), augment_generator: torch.Generator | None = None,
+                 autocast_dtype: torch.dtype | None = None, channels_last: bool = False,
+                 volume_cache: Any = None, dist_world: int | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.channels_last = channels_last
         self.volume_cache = volume_cache
@@ -67,10 +72,24 @@ class ContrastiveNet(NeuralNet):
         self.dist_world = dist_world
         self._global_loss = None
 
-    def get_default_callbacks(self):
+    def get_default_callbacks(self) -> list:
         """skorch's defaults, with a per-epoch table coloured only on a terminal."""
         return [(name, TerminalPrintLog() if name == "print_log" else cb)
                 for name, cb in super().get_default_callbacks()]
+
+    def initialize_frozen(self) -> ContrastiveNet:
+        """Initialize for a frozen encoder: callbacks, module and history only.
+
+        skorch's :meth:`initialize` would also build the criterion and the optimizer; a frozen
+        pretrained ``fit`` trains nothing, so it has neither (``criterion_`` and
+        ``optimizer_`` are absent). ``transform``, pickling and saving need only the module.
+        """
+        self._initialize_virtual_params()
+        self._initialize_callbacks()
+        self._initialize_module()
+        self._initialize_history()
+        self.initialized_ = True  # skorch's parameter check needs the optimizer: not here
+        return self
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -94,7 +113,7 @@ class ContrastiveNet(NeuralNet):
         device_type = torch.device(self.device).type
         return torch.autocast(device_type=device_type, dtype=self.autocast_dtype)
 
-    def infer(self, x, **fit_params):
+    def infer(self, x: Any, **fit_params: Any) -> torch.Tensor:
         x = to_tensor(x, device=self.device)
         if isinstance(x, dict):
             volume = self.volume_cache.batch(x["idx"], self.device) if "idx" in x else x["x"]
@@ -120,7 +139,7 @@ class ContrastiveNet(NeuralNet):
             return out.unsqueeze(1).expand(-1, self.n_views, -1)
         return out
 
-    def train_step(self, batch, **fit_params):
+    def train_step(self, batch: Any, **fit_params: Any) -> dict:
         # The forward pass updates BatchNorm running statistics before the loss is known; if the
         # loss is not finite, put them back so the model is exactly that of the last good step.
         buffers = [b.detach().clone() for b in self.module_.buffers()]
@@ -132,7 +151,7 @@ class ContrastiveNet(NeuralNet):
                     b.copy_(saved)
             raise
 
-    def train_step_single(self, batch, **fit_params):
+    def train_step_single(self, batch: Any, **fit_params: Any) -> dict:
         step = super().train_step_single(batch, **fit_params)
         if self._global_loss is not None:  # the history records the global batch's loss
             step["loss"], self._global_loss = self._global_loss, None
@@ -150,10 +169,11 @@ class ContrastiveNet(NeuralNet):
             )
         return step
 
-    def get_loss(self, y_pred, y_true, X=None, training=False):
+    def get_loss(self, y_pred: torch.Tensor, y_true: Any, X: Any = None,
+                 training: bool = False) -> torch.Tensor:
         # only the loss inputs go to the device (skorch passes the batch as the loader gave it)
-        inputs = [None if X.get(key) is None else to_tensor(X[key], device=self.device)
-                  for key in self.loss_inputs]
+        inputs: list[Any] = [None if X.get(key) is None else to_tensor(X[key], device=self.device)
+                             for key in self.loss_inputs]
         if self.n_views is None:  # L1 regression: predictions (B, 1) or (B, V, 1) with views
             age = inputs[0]
             if y_pred.dim() == 3:

@@ -25,20 +25,50 @@ _NOT_IN_KEY = ("verbose", "callbacks", "checkpoint_dir", "num_workers", "pretrai
                "distributed")
 
 
-def run_key(est, images, age, anatomy, world=1):
-    """A 16-hex-digit key unique to this estimator's training on this data."""
+def run_key(est, images, age, anatomy, world=1, weights=None, parts=None):
+    """A 16-hex-digit key unique to this estimator's training on this data.
+
+    THE function deciding the run key. ``weights`` is the pretrained weights' identity (by
+    default :func:`~anatcl_sklearn.models._identity.weights_identity` of ``est.pretrained``;
+    the fit's plan passes the one its resolver returned). When ``parts`` is a dict it receives,
+    computed in the same pass, the digests the processes of a torchrun agree on (``data``,
+    ``age``, ``anatomy``, ``weights``) and the ``key``.
+    """
     h = hashlib.sha256()
     params = {k: v for k, v in est.get_params(deep=False).items() if k not in _NOT_IN_KEY}
     h.update(repr(sorted((k, _plain(v)) for k, v in params.items())).encode())
-    h.update(f"pretrained={weights_identity(est.pretrained, est.fold)}".encode())
+    if weights is None:
+        weights = weights_identity(est.pretrained, est.fold)
+    h.update(f"pretrained={weights}".encode())
     h.update(f"world={world}".encode())
-    h.update(repr((len(images), images.shape, images.conformed)).encode())
+    data = _Tee(h)
+    data.update(repr((len(images), images.shape, images.conformed)).encode())
     if images.affine is not None:
-        h.update(np.ascontiguousarray(images.affine).tobytes())
-    images.update_identity(h)  # the collection states its own identity
-    for arr in (age, anatomy):
-        h.update(b"-" if arr is None else np.ascontiguousarray(arr, dtype=np.float64).tobytes())
-    return h.hexdigest()[:16]
+        data.update(np.ascontiguousarray(images.affine).tobytes())
+    images.update_identity(data)  # the collection states its own identity
+    digests = {"data": data.digest(), "weights": weights}
+    for name, arr in (("age", age), ("anatomy", anatomy)):
+        tee = _Tee(h)
+        tee.update(b"-" if arr is None else np.ascontiguousarray(arr, dtype=np.float64).tobytes())
+        digests[name] = tee.digest()
+    key = h.hexdigest()[:16]
+    if parts is not None:
+        parts.update(digests, key=key)
+    return key
+
+
+class _Tee:
+    """Feeds the run key's hash and a digest of one of its parts at once (one read)."""
+
+    def __init__(self, key_hash):
+        self.key_hash, self.part = key_hash, hashlib.sha256()
+
+    def update(self, data):
+        self.key_hash.update(data)
+        self.part.update(data)
+
+    def digest(self):
+        return self.part.hexdigest()
 
 
 def _plain(value):

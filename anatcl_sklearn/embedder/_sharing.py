@@ -4,6 +4,8 @@
 :mod:`anatcl_sklearn.models._saved`'s (one writer for every training path).
 """
 
+from __future__ import annotations
+
 import os
 import tempfile
 from pathlib import Path
@@ -17,7 +19,7 @@ from ..models._saved import save_model_dir
 from ._parallel import unwrap_module
 from ._params import parse_augment
 
-__all__ = ["push_to_hub", "save_pretrained", "scaler_from_config"]
+__all__ = ["SharingMixin", "push_to_hub", "save_pretrained", "scaler_from_config"]
 
 _HYPER_PARAMETERS = ("method", "descriptor", "sigma", "kernel", "lambda_age", "lambda_anat",
                      "temperature", "arch", "max_epochs", "batch_size", "lr", "lr_step",
@@ -71,11 +73,12 @@ def _training(est, module):
 
 
 def _describe(pretrained, fold):
-    from ..models import OFFICIAL_WEIGHTS
+    from ..models._pretrained import pretrained_form
 
-    if isinstance(pretrained, str) and pretrained in OFFICIAL_WEIGHTS:
+    form, _ = pretrained_form(pretrained)
+    if form == "official":
         return f"{pretrained} (fold {fold})"
-    if isinstance(pretrained, (str, os.PathLike)):
+    if form in ("hub", "saved", "file", "missing"):
         return os.fspath(pretrained)
     return f"<{type(pretrained).__name__} in memory>"
 
@@ -100,3 +103,67 @@ def scaler_from_config(section):
                            clip=bool(section.get("clip", False))).fit(np.stack([lo, hi]))
     scaler.n_samples_seen_ = int(section.get("n_samples_seen", 2))
     return scaler
+
+
+class SharingMixin:
+    """:class:`AnatCLEmbedder`'s sharing methods: the saved-model folder and the Hub upload."""
+
+    def save_pretrained(self, directory: str | os.PathLike, *, push_to_hub: str | None = None,
+                        private: bool | None = None, token: str | None = None,
+                        training_data: str | None = None) -> Path:
+        """Save the fitted model as a folder others can load, and optionally share it.
+
+        Writes ``model.safetensors`` (the encoder ``encoder.*`` and head ``head.0``,
+        ``head.2``), ``config.json`` (architecture, output, the input grid with its affine,
+        the training method and hyper-parameters, epochs run, the fitted anatomy scaler,
+        library and torch versions, the weights' SHA-256) and a ``README.md`` model card.
+        ``AnatCLEmbedder(pretrained=directory)`` loads it back without unpickling anything,
+        and embeds bit for bit as this embedder does.
+
+        Parameters
+        ----------
+        directory : str or os.PathLike
+            The folder (created if missing; the three files in it are replaced
+            atomically).
+        push_to_hub : str, default=None
+            A Hugging Face Hub repository (``"owner/repo"``, created if missing) to upload
+            the folder to. Needs the ``[hub]`` extra.
+        private : bool, default=None
+            Visibility of a repository created by ``push_to_hub``.
+        token : str, default=None
+            Hub token (default: the one ``huggingface-cli login`` stored).
+        training_data : str, default=None
+            What the model was trained on (e.g. "OpenBHB train split, 3,227 subjects"),
+            recorded as ``config["training"]["data"]`` and in the model card.
+
+        Returns
+        -------
+        directory : pathlib.Path
+        """
+        return save_pretrained(self, directory, push_to_hub=push_to_hub, private=private,
+                               token=token, training_data=training_data)
+
+    def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | None = None,
+                    commit_message: str | None = None) -> str:
+        """Upload the fitted model to the Hugging Face Hub as a saved-model folder.
+
+        Needs the ``[hub]`` extra (``pip install "anatcl-sklearn[hub]"``). Others load it
+        with ``AnatCLEmbedder(pretrained="hf://owner/repo")``.
+
+        Parameters
+        ----------
+        repo_id : str
+            ``"owner/repo"``, created if missing.
+        private : bool, default=None
+            Visibility of a created repository.
+        token : str, default=None
+            Hub token.
+        commit_message : str, default=None
+
+        Returns
+        -------
+        url : str
+            The commit's URL.
+        """
+        return push_to_hub(self, repo_id, private=private, token=token,
+                           commit_message=commit_message)

@@ -19,7 +19,8 @@ The public surface of this sub-package:
 from ._anatcl_model import AnatCLModel
 from ._checkpoint import load_checkpoint
 from ._convert import convert_checkpoint
-from ._official import OFFICIAL_WEIGHTS, fetch_official_weights, resolve_pretrained
+from ._official import OFFICIAL_WEIGHTS, fetch_official_weights
+from ._pretrained import resolve_pretrained
 from ._resnet3d import ARCHITECTURES, ResNet3D, build_encoder
 from ._saved import load_model_dir, save_model_dir
 

@@ -1,21 +1,26 @@
 """The identity of pretrained weights, for the run keys of checkpoints."""
 
+from __future__ import annotations
+
 import hashlib
 import os
 from collections.abc import Mapping
-from pathlib import Path
+from typing import Any
 
 import torch
 
-__all__ = ["weights_identity"]
+__all__ = ["identity_of", "weights_identity"]
 
 
-def weights_identity(pretrained, fold):
-    """The identity of pretrained weights, in one function: by content or by name.
+def weights_identity(pretrained: Any, fold: int) -> str:
+    """The identity of pretrained weights, by content or by name, without loading them.
 
     Official names by name and fold, ``hf://`` specs by spec, a saved-model folder by its
     config (which records the weights' SHA-256), a file by its SHA-256, state dicts and modules
-    by content. Run keys (``embedder/_runs.py``) hash it.
+    by content. Run keys (``embedder/_runs.py``) hash it. A thin use of the one dispatch over
+    ``pretrained``'s forms (:func:`~anatcl_sklearn.models._pretrained.pretrained_form`);
+    :func:`~anatcl_sklearn.models._pretrained.resolve_weights` returns the same identity with
+    the loaded weights.
 
     Parameters
     ----------
@@ -30,23 +35,28 @@ def weights_identity(pretrained, fold):
     """
     if pretrained is None:
         return "none"
-    from ._official import OFFICIAL_WEIGHTS
-    from ._saved import CONFIG_NAME, is_model_dir
+    from ._pretrained import pretrained_form
 
-    if isinstance(pretrained, str) and pretrained in OFFICIAL_WEIGHTS:
-        return f"official:{pretrained}:fold{int(fold)}"
-    if isinstance(pretrained, str) and pretrained.startswith("hf://"):
-        return f"hub:{pretrained}"
-    if isinstance(pretrained, (str, os.PathLike)):
-        path = Path(pretrained).expanduser()
-        if is_model_dir(path):  # its config records the weights' SHA-256
-            return "saved:" + hashlib.sha256((path / CONFIG_NAME).read_bytes()).hexdigest()
-        if path.is_file():
-            from ._digest import file_sha256
+    return identity_of(*pretrained_form(pretrained), pretrained, fold)
 
-            return "file:" + file_sha256(path)
+
+def identity_of(form: str, value: Any, pretrained: Any, fold: int) -> str:
+    """THE function deciding the weights' identity, given their form (``pretrained_form``)."""
+    if form == "official":
+        return f"official:{value}:fold{int(fold)}"
+    if form == "hub":
+        return f"hub:{value}"
+    if form == "saved":  # its config records the weights' SHA-256
+        from ._saved import CONFIG_NAME
+
+        return "saved:" + hashlib.sha256((value / CONFIG_NAME).read_bytes()).hexdigest()
+    if form == "file":
+        from ._digest import file_sha256
+
+        return "file:" + file_sha256(value)
+    if form == "missing":
         return f"path:{os.fspath(pretrained)}"
-    state = pretrained.state_dict() if isinstance(pretrained, torch.nn.Module) else pretrained
+    state = value.state_dict() if isinstance(value, torch.nn.Module) else value
     h = hashlib.sha256()
     _hash_tree(state, h)
     return "memory:" + h.hexdigest()

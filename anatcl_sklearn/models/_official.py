@@ -1,4 +1,10 @@
-"""Registry, verified download cache and resolution of the official AnatCL weights."""
+"""Registry and verified download cache of the official AnatCL weights.
+
+Turning ``pretrained=...`` (an official name among its five forms) into a model is
+:mod:`anatcl_sklearn.models._pretrained`'s.
+"""
+
+from __future__ import annotations
 
 import errno
 import numbers
@@ -9,13 +15,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 
 from .._atomic import new_file_mode
-from ._anatcl_model import AnatCLModel
-from ._checkpoint import load_checkpoint
 from ._digest import file_sha256, read_digest, write_digest
 from ._transfer import (
     URL_ENV_VAR,
@@ -26,7 +29,7 @@ from ._transfer import (
     fetch_with_retries,
 )
 
-__all__ = ["OFFICIAL_WEIGHTS", "fetch_official_weights", "resolve_pretrained"]
+__all__ = ["OFFICIAL_WEIGHTS", "fetch_official_weights"]
 
 CACHE_ENV_VAR = "ANATCL_SKLEARN_CACHE"
 
@@ -140,7 +143,8 @@ def _expected_sha256(name, fold):
     return digest.lower() if isinstance(digest, str) else None
 
 
-def fetch_official_weights(name, fold=0, *, cache_dir=None, url=None, progress=True):
+def fetch_official_weights(name: str, fold: int = 0, *, cache_dir: str | os.PathLike | None = None,
+                           url: str | os.PathLike | None = None, progress: bool = True) -> Path:
     """Download official AnatCL weights once and return the cached file.
 
     Each (name, fold) is cached under its own file name,
@@ -211,6 +215,7 @@ def fetch_official_weights(name, fold=0, *, cache_dir=None, url=None, progress=T
     cache = _resolve_cache_dir(cache_dir)
     source = _resolve_url(name, fold, url)
     target = cache / f"{name}_fold{fold}.pth"
+    _check_cache_layout(cache, target)
     expected = _expected_sha256(name, fold)
     problem = None
     if target.is_file():
@@ -229,6 +234,28 @@ def _note(line):
     if stream is not None:
         stream.write(line + "\n")
         stream.flush()
+
+
+def _check_cache_layout(cache, target):
+    """Refuse, by name, a cache that is a file (or under one) and folders where its files go.
+
+    ``os.replace`` and ``open`` would otherwise end in a raw IsADirectoryError or
+    NotADirectoryError after the download.
+    """
+    where = f"choose another cache with cache_dir= or the {CACHE_ENV_VAR} environment variable"
+    above = cache
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if above.exists() and not above.is_dir():
+        raise ValueError(
+            f"The weights cache '{cache}' cannot be a folder: '{above}' is a file. Move that "
+            f"file away, or {where}.")
+    for path, what in ((target, "the weights file"),
+                       (target.with_name(target.name + ".sha256"), "the weights' SHA-256 record")):
+        if path.is_dir():
+            raise ValueError(
+                f"The weights cache has a folder at '{path}', where {what} belongs; "
+                f"anatcl_sklearn never makes one there. Remove or rename it, or {where}.")
 
 
 def _cached_problem(target, expected):
@@ -358,108 +385,3 @@ def _download(source, target, expected, progress, label, problem):
     finally:
         part.unlink(missing_ok=True)
     write_digest(target, hexdigest=actual)
-
-
-def resolve_pretrained(pretrained, *, fold=0, arch="resnet18"):
-    """Turn any accepted description of pretrained weights into a model.
-
-    Parameters
-    ----------
-    pretrained : str, os.PathLike, Mapping or AnatCLModel
-        One of:
-
-        - an official name (``"anatcl-global"`` or ``"anatcl-local"``): the checkpoint of
-          fold ``fold`` is fetched (once, verified) with :func:`fetch_official_weights`,
-          converted once into a saved-model folder beside it, and read from safetensors;
-        - a saved-model folder (``model.safetensors`` + ``config.json``, as written by
-          ``AnatCLEmbedder.save_pretrained`` or ``anatcl-sklearn convert``), read with no
-          unpickling;
-        - ``"hf://owner/repo"`` or ``"hf://owner/repo@revision"``: such a folder on the
-          Hugging Face Hub (needs the ``[hub]`` extra);
-        - a path of a checkpoint file;
-        - a checkpoint or state dict in memory;
-        - an :class:`AnatCLModel`, returned unchanged (``fold`` and ``arch``
-          are not used).
-    fold : int, default=0
-        Fold of the official weights, 0 to 4. Used only with an official name.
-    arch : {"resnet18", "resnet34", "resnet50"}, default="resnet18"
-        Encoder architecture of a checkpoint path or dict (a saved folder records its own).
-        The official weights are ResNet-18; another ``arch`` with an official name is an
-        error.
-
-    Returns
-    -------
-    model : AnatCLModel
-        The loaded model, in eval mode (unless an AnatCLModel was given). A model read from
-        a saved folder carries its config as ``model.pretrained_config``.
-
-    Raises
-    ------
-    TypeError
-        If ``pretrained`` is of any other type (including None and bool).
-    FileNotFoundError
-        If a string is neither an official name, a Hub reference nor an existing file or
-        saved-model folder.
-    ValueError
-        If the fold or architecture is invalid, or the weights do not fit.
-    ImportError
-        For a Hub reference without the ``[hub]`` extra.
-
-    Examples
-    --------
-    >>> from anatcl_sklearn.models import AnatCLModel, resolve_pretrained
-    >>> model = resolve_pretrained(AnatCLModel().state_dict())
-    >>> model.arch
-    'resnet18'
-    """
-    from ._hub import download_from_hub, is_hub_spec
-    from ._saved import is_model_dir, load_model_dir
-
-    if isinstance(pretrained, AnatCLModel):
-        return pretrained
-    if isinstance(pretrained, str) and pretrained in OFFICIAL_WEIGHTS:
-        from ._convert import official_model_dir
-
-        entry = OFFICIAL_WEIGHTS[pretrained]
-        if arch != entry["arch"]:
-            raise ValueError(
-                f"The official {pretrained!r} weights are {entry['arch']!r}; "
-                f"got arch={arch!r}."
-            )
-        path = fetch_official_weights(pretrained, fold)
-        # the digest the download was just verified against
-        verified = _expected_sha256(pretrained, fold) or read_digest(path)
-        return official_model_dir(pretrained, fold, path, entry, source_sha256=verified)
-    if is_hub_spec(pretrained):
-        return _from_saved(load_model_dir(download_from_hub(pretrained)))
-    if isinstance(pretrained, (str, os.PathLike)):
-        path = Path(pretrained).expanduser()
-        if is_model_dir(path):
-            return _from_saved(load_model_dir(path))
-        if path.is_dir():
-            raise FileNotFoundError(
-                f"pretrained={os.fspath(pretrained)!r} is a folder without a saved model: "
-                "expected model.safetensors and config.json in it (written by "
-                "AnatCLEmbedder.save_pretrained or anatcl-sklearn convert)."
-            )
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"pretrained={os.fspath(pretrained)!r} is neither an existing "
-                "checkpoint file or saved-model folder, a Hub reference (hf://owner/repo) "
-                f"nor an official weights name ({', '.join(OFFICIAL_WEIGHTS)})."
-            )
-        return load_checkpoint(path, arch=arch)
-    if isinstance(pretrained, Mapping):
-        return load_checkpoint(pretrained, arch=arch)
-    raise TypeError(
-        "pretrained must be an official weights name "
-        f"({', '.join(OFFICIAL_WEIGHTS)}), a saved-model folder, a Hub reference "
-        "(hf://owner/repo), a checkpoint path, a checkpoint or state dict, or an "
-        f"AnatCLModel; got {type(pretrained).__name__}."
-    )
-
-
-def _from_saved(loaded):
-    model, config = loaded
-    model.pretrained_config = config
-    return model

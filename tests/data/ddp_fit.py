@@ -37,23 +37,30 @@ def initial_model(cls=AnatCLModel):
 
 
 def fit(world_for_reference=None, checkpoint_dir=None, callbacks=None, batch_size=BATCH,
-        bad_rank=None, epochs=EPOCHS):
+        bad_rank=None, epochs=EPOCHS, differ=None):
     data = make_synthetic_brains(N, shape=SHAPE, random_state=0)
-    age = data.age.copy()
+    images, age, anatomy, sigma = data.images, data.age.copy(), data.anatomy, 2.0
     if bad_rank is not None and int(os.environ.get("RANK", "0")) == bad_rank:
         age[0] = float("nan")  # only this rank sees bad input
+    if differ is not None and int(os.environ.get("RANK", "0")) == 1:  # rank 1 holds other data
+        if differ == "images":
+            images = images[::-1].copy()
+        elif differ == "count":
+            images, age, anatomy = images[:N - 2], age[:N - 2], anatomy[:N - 2]
+        elif differ == "sigma":
+            sigma = 3.0
     if world_for_reference:
         model = initial_model(ShardedForward)
         model.shards = world_for_reference
     else:
         model = initial_model()
     est = AnatCLEmbedder(
-        method="anatcl", descriptor="global", max_epochs=epochs, batch_size=batch_size,
+        method="anatcl", descriptor="global", max_epochs=epochs, batch_size=batch_size, sigma=sigma,
         lr=1e-3, pretrained=model, finetune=True,
         random_state=0, verbose=0,
         checkpoint_dir=checkpoint_dir, callbacks=callbacks,
         net_params={"optimizer": torch.optim.SGD, "optimizer__fused": None})
-    return est.fit(data.images, age=age, anatomy=data.anatomy)
+    return est.fit(images, age=age, anatomy=anatomy)
 
 
 def main():
@@ -63,6 +70,7 @@ def main():
     p.add_argument("--crash-at", type=int)
     p.add_argument("--batch-size", type=int, default=BATCH)
     p.add_argument("--bad-rank", type=int)
+    p.add_argument("--differ", choices=["images", "count", "sigma"])
     args = p.parse_args()
     callbacks = None
     if args.crash_at:
@@ -74,9 +82,15 @@ def main():
                     raise SystemExit(f"crash requested at epoch {args.crash_at}")
 
         callbacks = [Crash()]
-    est = fit(checkpoint_dir=args.checkpoint_dir, callbacks=callbacks,
-              batch_size=args.batch_size, bad_rank=args.bad_rank)
     import torch.distributed as dist
+
+    try:
+        est = fit(checkpoint_dir=args.checkpoint_dir, callbacks=callbacks,
+                  batch_size=args.batch_size, bad_rank=args.bad_rank, differ=args.differ)
+    except ValueError as exc:  # which ranks raised, and what they said
+        with open(os.path.join(args.out, f"error{os.environ.get('RANK', '0')}.txt"), "w") as fh:
+            fh.write(str(exc))
+        raise
 
     rank, world = dist.get_rank(), dist.get_world_size()
     data = make_synthetic_brains(N, shape=SHAPE, random_state=0)
