@@ -3,6 +3,7 @@ a folder without a digest warns that its weights are unverified, and weights tha
 embed to NaN (negative BatchNorm variances) are refused when loaded."""
 
 import json
+import os
 import warnings
 
 import numpy as np
@@ -193,3 +194,19 @@ def test_a_checkpoint_that_is_not_a_regular_file_is_named_as_such(tmp_path, kind
                                          rf"{'FIFO' if kind == 'fifo' else 'device'}.*not a "
                                          r"regular file; expected a torch checkpoint file"):
         load_checkpoint(str(path))
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_pretrained_that_is_not_a_regular_file_is_named_as_such(tmp_path, kind):
+    """A FIFO or a link to a device given as weights is named for what it is (it was reported as
+    'neither an existing checkpoint file ...'), and never opened (a FIFO would block)."""
+    from anatcl_sklearn.models import resolve_pretrained
+
+    path = tmp_path / "weights.pth"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        os.symlink("/dev/zero", path)
+    expected = "a FIFO" if kind == "fifo" else "a device"
+    with pytest.raises(ValueError, match=rf"pretrained='.*weights.pth' is {expected}"):
+        resolve_pretrained(str(path))

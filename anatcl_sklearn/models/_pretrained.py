@@ -191,6 +191,16 @@ def _load(form, value, pretrained, fold, arch):
     if form == "file":
         return load_checkpoint(value, arch=arch)
     if form == "missing":
+        from ..images._files import check_regular_file
+
+        if value.exists() and not value.is_dir():  # a FIFO, a socket, a device: never opened
+            try:
+                check_regular_file(os.fspath(value), "pretrained",
+                                   expected="a checkpoint file (.pth/.pt) or a saved-model folder")
+            except ValueError as exc:  # in the words of the parameter: pretrained='...' is ...
+                raise ValueError(str(exc).replace(
+                    f"pretrained '{os.fspath(value)}'", f"pretrained={os.fspath(pretrained)!r}",
+                    1)) from None
         if value.is_dir():
             raise FileNotFoundError(
                 f"pretrained={os.fspath(pretrained)!r} is a folder without a saved model: "
