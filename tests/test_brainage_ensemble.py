@@ -83,7 +83,7 @@ def test_clone_and_pickle():
 def test_refusals_name_the_parameter():
     X, age = _data()
     with pytest.raises(ValueError, match=r"'anatclembedder__fold' is not a parameter of "
-                                         r"Pipeline.*standardscaler__"):
+                                         r"Pipeline.*'ridge', 'standardscaler'"):
         make_fold_ensemble(make_pipeline(StandardScaler(), Ridge()),
                            param="anatclembedder__fold").fit(X, age)
     with pytest.raises(ValueError, match="values is empty"):

@@ -89,7 +89,8 @@ class FoldEnsemble(MetaEstimatorMixin, BaseEstimator):
         if self.param not in valid:
             close = sorted(name for name in valid if name.endswith(self.param.split("__")[-1]))
             hint = (f" Parameters with that ending: {close}." if close else
-                    f" Its parameters include: {sorted(valid)[:10]}.")
+                    f" Its steps (or nested estimators): "
+                    f"{sorted({n.split('__')[0] for n in valid if '__' in n})}.")
             raise ValueError(f"FoldEnsemble's param {self.param!r} is not a parameter of "
                              f"{type(self.estimator).__name__}.{hint}")
         return values
