@@ -6,7 +6,6 @@ with exit status 2 and one line on stderr, and never leaves an output file behin
 
 import argparse
 import collections
-import csv
 import glob
 import importlib.util
 import os
@@ -15,15 +14,14 @@ import sys
 import time
 import warnings
 
+from ..images._tables import TABLE_EXTENSIONS
 from ._errors import error, flag_words
 from ._types import number
 
 PROG = "anatcl-sklearn embed"
 #: Precision of ``--precision auto`` on the CPU (on CUDA it is "bf16").
 _CPU_DEFAULT_PRECISION = "fp32"
-_LIST_EXTENSIONS = {".txt": None, ".csv": ",", ".tsv": "\t"}
 _OUTPUT_EXTENSIONS = (".csv", ".parquet")
-_PATH_COLUMNS = ("path", "image", "filename")
 _CHUNK_BATCHES = 8  # images per transform call: this many batches (one progress update each)
 
 
@@ -57,7 +55,7 @@ def build_parser():
         description="Embed brain images (CAT12 grey-matter maps) with a pretrained AnatCL "
                     "encoder and write one row per image: an 'image' column, then the features.",
         epilog="INPUT is a .nii, .nii.gz or .npy file; a glob pattern (quoted; ** recurses); or "
-               "a list file: .txt (one path per line, # comments) or .csv/.tsv (a 'path', "
+               "a list file: .txt (one path per line, # comments) or .csv/.tsv/.tab (a 'path', "
                "'image' or 'filename' column, or a single column). Relative paths in a list "
                "file are read from the list file's folder. A 4-D NIfTI gives one row per volume, "
                "named PATH#T.",
@@ -128,65 +126,14 @@ def _check_weights(weights):
 
 # ---------------------------------------------------------------- inputs
 def _read_list(path):
-    """Paths named by a list file (.txt, .csv or .tsv), made absolute from its folder."""
-    ext = os.path.splitext(path)[1].lower()
-    if not os.path.exists(path):
-        raise UserError(f"list file not found: {path!r}.")
-    if not os.path.isfile(path):  # a FIFO would block the read
-        raise UserError(f"list file {path!r} is not a regular file.")
-    folder = os.path.dirname(os.path.abspath(path))
-    entries = []  # (line number, path)
+    """Paths named by a list file (.txt, .csv, .tsv or .tab), made absolute from its folder:
+    the one reader of tables of image paths (:mod:`anatcl_sklearn.images._tables`)."""
+    from ..images._tables import read_image_table
+
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            if _LIST_EXTENSIONS[ext] is None:
-                for n, line in enumerate(f, 1):
-                    line = line.strip()
-                    if line and not line.startswith("#"):
-                        entries.append((n, line))
-            else:
-                rows = csv.reader(f, delimiter=_LIST_EXTENSIONS[ext])
-                header = [h.strip() for h in next(rows, [])]
-                column = _path_column(header, path)
-                if len(header) == 1 and _is_path(header[0], folder):
-                    entries.append((1, header[0]))  # a header-less one-column list: data
-                for row in rows:
-                    if not any(cell.strip() for cell in row):
-                        continue
-                    value = row[column].strip() if column < len(row) else ""
-                    if not value:
-                        raise UserError(f"list file {path!r}, line {rows.line_num}: no path in "
-                                        f"column {header[column]!r}.")
-                    entries.append((rows.line_num, value))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise UserError(f"cannot read list file {path!r}: {exc}") from None
-    if not entries:
-        raise UserError(f"list file {path!r} names no images.")
-    return [os.path.abspath(os.path.join(folder, os.path.expanduser(p))) for _, p in entries]
-
-
-_IMAGE_SUFFIXES = (".nii", ".nii.gz", ".npy", ".img", ".hdr", ".mgz")
-
-
-def _is_path(cell, folder):
-    """Whether the first cell of a one-column list is an image path rather than a column
-    name: not a known column name, and an image file name, a path with a separator, or an
-    existing file relative to the list's folder."""
-    if not cell or cell.lower() in _PATH_COLUMNS:
-        return False
-    return (cell.lower().endswith(_IMAGE_SUFFIXES) or "/" in cell or os.sep in cell
-            or os.path.isfile(os.path.join(folder, os.path.expanduser(cell))))
-
-
-def _path_column(header, path):
-    for wanted in _PATH_COLUMNS:
-        for i, name in enumerate(header):
-            if name.lower() == wanted:
-                return i
-    if len(header) == 1:
-        return 0
-    raise UserError(f"list file {path!r} has no path column: name it "
-                    f"{', '.join(map(repr, _PATH_COLUMNS))} (or keep a single column); its "
-                    f"columns are {', '.join(map(repr, header)) or 'none'}.")
+        return read_image_table(path, what="list file").paths
+    except (ValueError, OSError) as exc:
+        raise UserError(str(exc)) from None
 
 
 def expand_inputs(inputs):
@@ -196,7 +143,8 @@ def expand_inputs(inputs):
     ----------
     inputs : list of str
         Image files, glob patterns (``glob.glob(recursive=True)``, sorted; matches are
-        image paths) and list files (``.txt``, ``.csv``, ``.tsv``).
+        image paths) and list files (``.txt``, ``.csv``, ``.tsv``, ``.tab``; read by
+        :func:`anatcl_sklearn.images._tables.read_image_table`).
 
     Returns
     -------
@@ -216,7 +164,7 @@ def expand_inputs(inputs):
             if not matches:
                 raise UserError(f"INPUT pattern {arg!r} matched no files.")
             paths.extend(os.path.abspath(m) for m in matches)
-        elif ext in _LIST_EXTENSIONS:
+        elif ext in TABLE_EXTENSIONS:
             paths.extend(_read_list(arg))
         else:
             paths.append(os.path.abspath(arg))

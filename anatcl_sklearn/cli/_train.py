@@ -54,9 +54,10 @@ def build_parser(prog="anatcl-sklearn train"):
     source = data.add_mutually_exclusive_group(required=True)
     source.add_argument("--openbhb", metavar="DIR", help="OpenBHB root (participants.tsv, ...)")
     source.add_argument("--images", metavar="TABLE",
-                        help="CSV (comma) or TSV (tab), by extension: a 'path' column (relative "
-                             "to the table's folder) and an 'age' column when the method needs "
-                             "it")
+                        help="a table of image paths, as 'embed' reads it: CSV (comma) or "
+                             "TSV/.tab (tab) by extension, or .txt (one path per line); a "
+                             "'path', 'image' or 'filename' column (relative to the table's "
+                             "folder) and an 'age' column when the method needs it")
     source.add_argument("--synthetic", metavar="N", type=number(int, 2),
                         help="N synthetic brains (a demo; not real data)")
     data.add_argument("--anatomy", metavar="NPY",
@@ -170,20 +171,14 @@ def _check_outputs(args, parser):
 
 
 def _read_table(args):
-    import pandas as pd
+    """The --images table through the one reader of tables of image paths
+    (:mod:`anatcl_sklearn.images._tables`): paths relative to the table, ``age`` if present."""
+    from ..images._tables import read_image_table
 
-    table_path = Path(args.images).expanduser()
-    if not table_path.is_file():
-        raise FileNotFoundError(f"--images table not found: '{table_path}'.")
-    sep = "\t" if table_path.suffix.lower() in (".tsv", ".tab") else ","
-    table = pd.read_csv(table_path, sep=sep)
-    if "path" not in table.columns:
-        raise ValueError(f"--images {table_path}: no 'path' column (read as "
-                         f"{'tab' if sep == chr(9) else 'comma'}-separated by its extension); "
-                         f"found {list(table.columns)}.")
-    paths = [p if Path(p).is_absolute() else str(table_path.parent / p)
-             for p in table["path"].astype(str)]
-    age = table["age"].to_numpy(dtype=float) if "age" in table.columns else None
+    table = read_image_table(args.images, what="--images table")
+    paths = [str(p) for p in table.paths]
+    age = table.age()
+    table_path = table.source
     anatomy = None
     if args.anatomy is not None:
         anatomy_path = Path(args.anatomy).expanduser()

@@ -1,8 +1,10 @@
-"""Datasets: a loader for OpenBHB, a synthetic brain generator for examples and tests, and a
-writer of synthetic brains as NIfTI files (inputs for the command line)."""
+"""Datasets: a loader for OpenBHB, a synthetic brain generator for examples and tests, and
+writers of synthetic brains as NIfTI files (a flat folder, or a BIDS derivatives study)."""
 
+from ._bids_writer import write_synthetic_bids
 from ._nifti_writer import write_synthetic_brains
 from ._openbhb import load_openbhb
 from ._synthetic import make_synthetic_brains
 
-__all__ = ["load_openbhb", "make_synthetic_brains", "write_synthetic_brains"]
+__all__ = ["load_openbhb", "make_synthetic_brains", "write_synthetic_bids",
+           "write_synthetic_brains"]

@@ -1,63 +1,32 @@
 """A downstream cohort on disk: a participants table beside its grey-matter maps."""
 
 import os
-import string
 import warnings
 from pathlib import Path
 
-import pandas as pd
 from sklearn.utils import Bunch
+
+from ..images._tables import read_image_table
 
 __all__ = ["load_cohort"]
 
 _TABLES = ("participants.tsv", "participants.csv")
-_IMAGE_COLUMNS = ("image", "path", "filename", "file")
 
 
-def _read_table(root, table):
+def _table_path(root, table):
+    """The participants table: ``root / table``, or the first of :data:`_TABLES` in ``root``."""
     if table is not None:
         path = root / table
         if not path.is_file():
             raise FileNotFoundError(f"Participants table not found: '{path}'.")
-    else:
-        found = [root / name for name in _TABLES if (root / name).is_file()]
-        if not found:
-            raise FileNotFoundError(
-                f"No participants table in '{root}': expected one of {list(_TABLES)} (one row "
-                "per subject, with the labels the tasks read and the image of each subject)."
-            )
-        path = found[0]
-    sep = "\t" if path.suffix.lower() == ".tsv" else ","
-    return pd.read_csv(path, sep=sep, dtype={"participant_id": str}), path
-
-
-def _image_paths(frame, root, table_path, image_column, pattern):
-    if pattern is not None:
-        fields = {f for _, f, _, _ in string.Formatter().parse(pattern) if f}
-        absent = sorted(fields - set(frame.columns))
-        if absent:
-            raise ValueError(
-                f"pattern {pattern!r} names column(s) {absent} that {table_path} lacks; its "
-                f"columns are {list(frame.columns)[:12]}."
-            )
-        return [root / pattern.format(**row) for row in frame.to_dict("records")]
-    if image_column is None:
-        image_column = next((c for c in _IMAGE_COLUMNS if c in frame.columns), None)
-        if image_column is None:
-            raise ValueError(
-                f"{table_path} has no image column (one of {list(_IMAGE_COLUMNS)}) and no "
-                "pattern was given, e.g. pattern='{participant_id}.nii.gz'."
-            )
-    elif image_column not in frame.columns:
-        raise ValueError(
-            f"image_column {image_column!r} is not a column of {table_path}; its columns are "
-            f"{list(frame.columns)[:12]}."
+        return path
+    found = [root / name for name in _TABLES if (root / name).is_file()]
+    if not found:
+        raise FileNotFoundError(
+            f"No participants table in '{root}': expected one of {list(_TABLES)} (one row "
+            "per subject, with the labels the tasks read and the image of each subject)."
         )
-    paths = []
-    for value in frame[image_column]:
-        path = Path(str(value)).expanduser() if pd.notna(value) else None
-        paths.append(None if path is None else path if path.is_absolute() else root / path)
-    return paths
+    return found[0]
 
 
 def load_cohort(root, *, table=None, image_column=None, pattern=None, on_missing="raise"):
@@ -79,7 +48,8 @@ def load_cohort(root, *, table=None, image_column=None, pattern=None, on_missing
         separated) or ``participants.csv``.
     image_column : str or None, default=None
         Column holding each subject's image path (relative to ``root`` or absolute); by
-        default the first of ``image``, ``path``, ``filename``, ``file``.
+        default the first of ``path``, ``image``, ``filename`` (the columns every table of
+        image paths may use, as ``anatcl-sklearn embed`` and ``train`` read them).
     pattern : str or None, default=None
         Instead of an image column, a path template filled from each row, e.g.
         ``"sub-{participant_id}/gm.nii.gz"``.
@@ -98,7 +68,7 @@ def load_cohort(root, *, table=None, image_column=None, pattern=None, on_missing
     FileNotFoundError
         If the folder, the table or (with ``on_missing="raise"``) an image is missing.
     ValueError
-        If no image column or pattern can be used.
+        If no image column or pattern can be used, or the table cannot be read.
 
     Examples
     --------
@@ -114,9 +84,13 @@ def load_cohort(root, *, table=None, image_column=None, pattern=None, on_missing
     root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"Cohort folder not found: '{root}'.")
-    frame, table_path = _read_table(root, table)
-    paths = _image_paths(frame, root, table_path, image_column, pattern)
-    present = [p is not None and p.is_file() for p in paths]
+    table_path = _table_path(root, table)
+    read = read_image_table(table_path, what="participants table", base=root,
+                            path_column=image_column, pattern=pattern, empty="keep",
+                            hint=" Or name the image column (image_column=) or give a "
+                                 "pattern, e.g. pattern='{participant_id}.nii.gz'.")
+    frame, paths = read.frame, read.paths
+    present = [p is not None and os.path.isfile(p) for p in paths]
     if not all(present):
         missing = [str(p) for p, ok in zip(paths, present) if not ok]
         message = f"{len(missing)} of {len(paths)} images listed in {table_path} are missing: " \
