@@ -68,6 +68,8 @@ def test_age_reaches_every_brain_age_member(routing):
             ensemble.predict(X)
     predicted, both_corrected = predict_both(ensemble, X, age)
     np.testing.assert_allclose(both_corrected, corrected)
+    np.testing.assert_allclose(predicted, np.mean(
+        [m[-1].estimator_.predict(m[0].transform(X)) for m in ensemble.estimators_], axis=0))
     result = cross_val_brain_age(ensemble, X, age, cv=3, random_state=0)
     assert np.all(np.isfinite(result.corrected))
 

@@ -16,7 +16,11 @@ from sklearn.base import clone
 from sklearn.model_selection import KFold, check_cv
 from sklearn.pipeline import Pipeline
 from sklearn.utils import Bunch, _safe_indexing
-from sklearn.utils._metadata_requests import MetadataRouter, MethodMapping, process_routing
+from sklearn.utils._metadata_requests import (
+    MetadataRouter,
+    MethodMapping,
+    process_routing,
+)
 from sklearn.utils.validation import _num_samples
 
 from ._regressor import BrainAgeRegressor, check_age

@@ -14,8 +14,12 @@ import numpy as np
 import sklearn
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone, is_classifier
 from sklearn.metrics import accuracy_score, r2_score
-from sklearn.utils._metadata_requests import MetadataRouter, MethodMapping, process_routing
 from sklearn.utils._available_if import available_if
+from sklearn.utils._metadata_requests import (
+    MetadataRouter,
+    MethodMapping,
+    process_routing,
+)
 from sklearn.utils.validation import check_is_fitted
 
 __all__ = ["FoldEnsemble", "make_fold_ensemble"]

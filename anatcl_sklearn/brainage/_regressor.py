@@ -8,14 +8,20 @@ model's predictions of the subjects it was trained on, and never on test subject
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
-from sklearn.base import BaseEstimator, MetaEstimatorMixin, RegressorMixin, clone, is_classifier
+from sklearn.base import (
+    BaseEstimator,
+    MetaEstimatorMixin,
+    RegressorMixin,
+    clone,
+    is_classifier,
+)
 from sklearn.linear_model import Ridge
 from sklearn.metrics import r2_score
 from sklearn.model_selection import KFold, check_cv, cross_val_predict
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..losses._options import validate_constraints
@@ -139,9 +145,9 @@ class BrainAgeRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
     0.0
     """
 
-    __metadata_request__predict = {"age": True}
+    __metadata_request__predict: ClassVar[dict[str, bool]] = {"age": True}
 
-    _parameter_constraints: dict = {
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "estimator": [HasMethods(["fit", "predict"]), None],
         "cv": ["cv_object"],
         "correction": [StrOptions(set(CORRECTIONS)), None],
