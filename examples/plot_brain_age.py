@@ -37,9 +37,10 @@ Environment variables (all optional):
     A tiny run (100 subjects, 3 folds, a 2-epoch encoder); where the figure and table go
     (default ``examples/output/``).
 
-In the default mode (200 subjects, 5 folds) the example took 1 min 10 s on two CPU cores
-with an empty encoder cache (pretraining the encoder included), measured with ``time python
-examples/plot_brain_age.py``; the fast mode 25 s.
+In the default mode (200 subjects, 5 folds) the example took 3 min 36 s of wall time and
+38 s of CPU time with an empty encoder cache (pretraining the encoder included), measured
+with ``time python examples/plot_brain_age.py`` on two CPU cores that other processes kept
+busy (load average 7.6); the fast mode 55 s of wall time, 10 s of CPU time.
 """
 
 # %%

@@ -135,3 +135,17 @@ def test_sklearn_common_checks(estimator, check):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Can't check dok sparse matrix")
         check(estimator)
+
+
+def test_averaging_corrected_members_equals_correcting_the_average():
+    """The docs' claim: with correction="beheshti" the mean of the members' corrected brain
+    ages is the averaged prediction corrected by the line of the averaged out-of-fold ones."""
+    X, age = _data()
+    pipe = make_pipeline(StandardScaler(), BrainAgeRegressor(Ridge(), random_state=0))
+    ensemble = make_fold_ensemble(pipe, [0.1, 30.0, 3000.0],
+                                  param="brainageregressor__estimator__alpha").fit(X, age)
+    oof = np.mean([m[-1].oof_predictions_ for m in ensemble.estimators_], axis=0)
+    slope, intercept = np.polyfit(age, oof, 1)
+    raw, corrected = predict_both(ensemble, X, age)
+    np.testing.assert_allclose(corrected, raw + age - (slope * age + intercept))
+    np.testing.assert_allclose(ensemble.predict(X, age=age), corrected)
