@@ -8,7 +8,8 @@ This script imitates that release at small scale and measures what the ensemble 
    encoder ``k`` is an :class:`~anatcl_sklearn.AnatCLEmbedder` (AnatCL, global descriptor)
    pretrained on the pool minus fold ``k``, saved with ``save_pretrained`` into its own folder;
 2. a separate synthetic cohort (``--n-cohort`` brains) is the study: for each encoder, the
-   pipeline ``AnatCLEmbedder(pretrained=folder_k) -> BrainAgeRegressor(RidgeCV)`` is cross-validated (5 outer folds, the same splits for every row) with
+   pipeline ``AnatCLEmbedder(pretrained=folder_k) -> BrainAgeRegressor(RidgeCV)`` is
+   cross-validated (5 outer folds, the same splits for every row) with
    :func:`~anatcl_sklearn.brainage.cross_val_brain_age`;
 3. the ensemble of the five pipelines
    (``make_fold_ensemble(pipe, folders, param="anatclembedder__pretrained")``: predictions

@@ -59,7 +59,6 @@ import pandas as pd
 import sklearn
 from sklearn.linear_model import RidgeCV
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from anatcl_sklearn import AnatCLEmbedder, GridWarning
 from anatcl_sklearn.brainage import (
@@ -135,7 +134,10 @@ else:
 # %%
 # The brain-age model, in plain sight
 # -----------------------------------
-# Images in, brain age out. The ridge's penalty is chosen by ``RidgeCV`` inside each fit;
+# Images in, brain age out. The ridge's penalty is chosen by ``RidgeCV`` inside each fit,
+# on the raw embeddings (no ``StandardScaler``: many ReLU features of an encoder are nearly
+# constant, and scaling them to unit variance can turn one subject's small activation into
+# an absurd prediction);
 # ``BrainAgeRegressor`` fits the correction ``predicted ≈ slope * age + intercept`` on
 # 5-fold out-of-fold predictions of its training subjects and returns
 # ``predicted + age - (slope * age + intercept)`` (Beheshti et al. 2019). With the released
@@ -144,8 +146,7 @@ else:
 sklearn.set_config(enable_metadata_routing=True)  # age reaches predict through routing
 model = make_pipeline(
     encoder,
-    BrainAgeRegressor(make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-1, 4, 11))),
-                      cv=5, random_state=0),
+    BrainAgeRegressor(RidgeCV(alphas=np.logspace(-1, 5, 13)), cv=5, random_state=0),
 )
 if S.official and FOLDS == "all":
     model = make_fold_ensemble(model, folds=range(5), param="anatclembedder__fold")
