@@ -37,10 +37,11 @@ Environment variables (all optional):
     A tiny run (100 subjects, 3 folds, a 2-epoch encoder); where the figure and table go
     (default ``examples/output/``).
 
-In the default mode (200 subjects, 5 folds) the example took 3 min 36 s of wall time and
-38 s of CPU time with an empty encoder cache (pretraining the encoder included), measured
-with ``time python examples/plot_brain_age.py`` on two CPU cores that other processes kept
-busy (load average 7.6); the fast mode 55 s of wall time, 10 s of CPU time.
+In the default mode (200 subjects, 5 folds), with an empty encoder cache (pretraining the
+encoder included), ``time python examples/plot_brain_age.py`` took 2 min 31 s on two CPU
+cores shared with other processes (load average 2 to 4; torch's two threads contend there),
+and 44 s with ``OMP_NUM_THREADS=1`` under the same load; the fast mode
+(``ANATCL_EXAMPLES_FAST=1``) 31 s.
 """
 
 # %%
