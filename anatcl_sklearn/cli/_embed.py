@@ -15,6 +15,7 @@ import time
 import warnings
 
 from ..images._tables import TABLE_EXTENSIONS
+from ._bids_output import OutputError, check_sources, open_derivative
 from ._errors import error, flag_words
 from ._types import number
 
@@ -60,10 +61,22 @@ def build_parser():
                "file are read from the list file's folder. A 4-D NIfTI gives one row per volume, "
                "named PATH#T.",
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="images, glob patterns or list files")
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="images, glob patterns or list files")
+    p.add_argument("--bids", metavar="DIR",
+                   help="instead of INPUT: a BIDS derivatives folder (or a study holding one); "
+                        "its grey-matter maps are found by their names: CAT12 / deepmriprep "
+                        "mwp1<source>_T1w.nii[.gz], fMRIPrep *_space-<X>_label-GM_probseg")
+    p.add_argument("--pipeline", metavar="NAME",
+                   help="with --bids: the pipeline whose maps to read when DIR holds several "
+                        "(cat12, deepmriprep, fmriprep...)")
+    p.add_argument("--space", metavar="SPACE",
+                   help="with --bids: the template space of label-GM_probseg maps when there "
+                        "are several (e.g. MNI152NLin2009cAsym)")
     p.add_argument("--output", "-o", required=True, metavar="FILE",
                    help="table to write: .csv or .parquet (.parquet needs pyarrow: "
-                        'pip install "anatcl-sklearn[parquet]")')
+                        'pip install "anatcl-sklearn[parquet]"); with --bids, a folder '
+                        "(no such extension) receives a BIDS derivative: "
+                        "dataset_description.json, embeddings.tsv and embeddings.json")
     p.add_argument("--weights", default="anatcl-global", metavar="W",
                    help="official name (anatcl-global, anatcl-local), a checkpoint file or a "
                         "saved model's folder (default: anatcl-global)")
@@ -79,6 +92,10 @@ def build_parser():
     p.add_argument("--output-kind", choices=("encoder", "projection"), default="encoder",
                    help="encoder features (512 for ResNet-18) or the 128-d projection")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p.add_argument("--update", action="store_true",
+                   help="with --bids and an output folder: embed only the maps the folder's "
+                        "table lacks and append them, the existing rows untouched (refused if "
+                        "the folder records other weights or settings)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress and no summary line")
     return p
 
@@ -94,7 +111,7 @@ def _check_output(path, force):
     lower = path.lower()
     if not lower.endswith(_OUTPUT_EXTENSIONS):
         raise UserError(f"--output {path!r}: unsupported file type; use one of "
-                        f"{', '.join(_OUTPUT_EXTENSIONS)}.")
+                        f"{', '.join(_OUTPUT_EXTENSIONS)} (or, with --bids, a folder).")
     if lower.endswith(".parquet") and _parquet_engine() is None:
         raise UserError('--output .parquet needs pyarrow: pip install "anatcl-sklearn[parquet]" '
                         "(or write .csv).")
@@ -265,6 +282,17 @@ def write_table(table, path):
         atomic_write(path, lambda tmp: table.to_parquet(tmp, index=False))
 
 
+# ---------------------------------------------------------------- BIDS in
+def _read_bids(args):
+    """The maps of the --bids folder (:func:`anatcl_sklearn.datasets.load_bids`)."""
+    from ..datasets import load_bids
+
+    try:
+        return load_bids(args.bids, pipeline=args.pipeline, space=args.space)
+    except (ValueError, TypeError, OSError) as exc:
+        raise UserError(f"--bids: {exc}") from None
+
+
 # ---------------------------------------------------------------- the command
 def _embed(args, reporter):
     import numpy as np
@@ -273,10 +301,20 @@ def _embed(args, reporter):
     import anatcl_sklearn
     from anatcl_sklearn import AnatCLEmbedder
 
-    output = _check_output(args.output, args.force)
+    try:
+        bids, derivative = check_sources(args)
+    except OutputError as exc:
+        raise UserError(str(exc)) from None
+    if derivative is None:
+        output = _check_output(args.output, args.force)
     weights = _check_weights(args.weights)
 
-    paths = expand_inputs(args.inputs)
+    study = None
+    if bids:
+        study = _read_bids(args)
+        paths = list(study.images)
+    else:
+        paths = expand_inputs(args.inputs)
     for p in paths:  # names are written as UTF-8: refused now, not after all the embedding
         try:
             p.encode("utf-8")
@@ -288,10 +326,6 @@ def _embed(args, reporter):
     if repeated:
         reporter.warn(f"{len(repeated)} input file(s) appear more than once (first: "
                       f"{repeated[0]!r}); each occurrence gets its own row.")
-    rows = _split_volumes(paths)
-    labels = [label for label, _ in rows]
-    items = [item for _, item in rows]
-
     device = args.device
     precision = args.precision
     if precision == "auto":
@@ -300,6 +334,27 @@ def _embed(args, reporter):
         on_cuda = (torch.cuda.is_available() if device == "auto"
                    else str(device).startswith("cuda"))
         precision = "bf16" if on_cuda else _CPU_DEFAULT_PRECISION
+
+    if study is not None:  # BIDS maps are one volume each: a 4-D file is refused by name
+        frame = study.frame
+        if derivative is not None:
+            try:
+                derivative = open_derivative(args, derivative, study, weights, precision)
+            except OutputError as exc:
+                raise UserError(str(exc)) from None
+            new = derivative.new_rows(frame)
+            if not new:
+                if not args.quiet:
+                    reporter._write(f"nothing new: the {len(frame)} maps under {study.root} "
+                                    f"are in {derivative.folder} already\n")
+                return 0
+            frame = frame.iloc[new].reset_index(drop=True)
+            paths = list(frame["path"])
+        rows = [(p, p) for p in paths]
+    else:
+        rows = _split_volumes(paths)
+    labels = [label for label, _ in rows]
+    items = [item for _, item in rows]
 
     try:  # every file read once (its stored voxels, not conformed): damage found up front
         images = anatcl_sklearn.check_images(items, name="INPUT", check_finite=True,
@@ -328,14 +383,27 @@ def _embed(args, reporter):
         reporter.end_line()
         raise UserError(_name_rows(str(exc), labels)) from None
     Z = np.concatenate(parts, axis=0)
-    table = pd.DataFrame(Z, columns=list(est.get_feature_names_out()))
-    table.insert(0, "image", labels)
-    if not args.force and os.path.lexists(output):  # appeared while embedding
-        raise UserError(f"--output {output!r} exists; pass --force to overwrite it.")
-    try:
-        write_table(table, output)
-    except OSError as exc:
-        raise UserError(f"cannot write {output!r}: {exc}") from None
+    names = list(est.get_feature_names_out())
+    if derivative is not None:
+        output = derivative.folder
+        try:
+            derivative.write(frame, Z, names)
+        except OutputError as exc:
+            raise UserError(str(exc)) from None
+        except OSError as exc:
+            raise UserError(f"cannot write {output!r}: {exc}") from None
+    else:
+        table = pd.DataFrame(Z, columns=names)
+        table.insert(0, "image", labels)
+        if study is not None:  # the maps' BIDS entities first
+            for i, column in enumerate(study.entities):
+                table.insert(i, column, study.frame[column].to_numpy())
+        if not args.force and os.path.lexists(output):  # appeared while embedding
+            raise UserError(f"--output {output!r} exists; pass --force to overwrite it.")
+        try:
+            write_table(table, output)
+        except OSError as exc:
+            raise UserError(f"cannot write {output!r}: {exc}") from None
     if not args.quiet and not reporter.tty:
         reporter._write(f"wrote {n} embeddings of {Z.shape[1]} features to {output} in "
                         f"{time.perf_counter() - t0:.1f} s\n")

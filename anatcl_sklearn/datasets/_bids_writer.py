@@ -288,6 +288,7 @@ def write_synthetic_bids(
 
     See Also
     --------
+    load_bids : find the maps again, with their BIDS entities and participants.
     write_synthetic_brains : a flat folder of maps plus a list file.
 
     Examples

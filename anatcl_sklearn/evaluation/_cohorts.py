@@ -1,11 +1,11 @@
 """A downstream cohort on disk: a participants table beside its grey-matter maps."""
 
 import os
-import warnings
 from pathlib import Path
 
 from sklearn.utils import Bunch
 
+from ..exceptions import warn
 from ..images._tables import read_image_table
 
 __all__ = ["load_cohort"]
@@ -97,7 +97,7 @@ def load_cohort(root, *, table=None, image_column=None, pattern=None, on_missing
                   f"{missing[:5]}{' ...' if len(missing) > 5 else ''}"
         if on_missing == "raise":
             raise FileNotFoundError(message + ".")
-        warnings.warn(message + "; those subjects are dropped.", UserWarning, stacklevel=2)
+        warn(message + "; those subjects are dropped.")
     if not any(present):
         raise FileNotFoundError(f"No image of {table_path} exists.")
     kept = frame[present].reset_index(drop=True)
