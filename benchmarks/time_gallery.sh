@@ -14,7 +14,8 @@ out=${1:-$(mktemp -d -t anatcl-gallery.XXXXXX)}
 mkdir -p "$out"
 rm -rf "$out/encoder-cache"
 order=(plot_quickstart plot_pretraining_openbhb plot_alzheimer plot_psychiatry plot_phenotypes
-       plot_anatomical_features plot_grid_search plot_pretrained_weights plot_from_your_pipeline)
+       plot_anatomical_features plot_grid_search plot_pretrained_weights plot_from_your_pipeline
+       plot_brain_age)
 for var in $(env | grep -o '^ANATCL_[A-Z0-9_]*'); do unset "$var"; done
 export ANATCL_EXAMPLES_OUTPUT="$out" MPLBACKEND=Agg
 printf 'pass\texample\twall_s\tcpu_s\trc\n' > "$out/times.tsv"

@@ -38,6 +38,7 @@ OUTPUTS = {
     "plot_grid_search": ["grid_search.csv", "grid_search.png"],
     "plot_pretrained_weights": ["embeddings.csv", "embeddings_age.png", "age_probe.csv",
                                 "anatcl-synthetic_fold0.pth"],
+    "plot_brain_age": ["brain_age_gap.csv", "brain_age.png"],
     "plot_from_your_pipeline": ["conform_check.csv", "pipelines.png", "embeddings_agreement.csv",
                                 "cli_embeddings.csv",
                                 "random-encoder_NOT-the-released-weights.pth"],
@@ -226,3 +227,12 @@ def test_a_second_example_loads_the_encoders_a_first_pretrained(tmp_path):
     assert third.returncode == 0, third.stderr[-3000:]
     assert all(f"{row}: pretrained" in third.stdout for row in rows)
     assert sorted(p.name for p in (cache / "gallery-encoders").iterdir()) == encoders
+
+
+def test_brain_age_example(runs):
+    stdout, folder = _check_run(runs, "plot_brain_age")
+    assert "Running in the fast mode" in stdout
+    assert "r(gap, age)" in stdout and "Corrected brain-age gap by group" in stdout
+    rows = (folder / "brain_age_gap.csv").read_text().splitlines()
+    assert rows[0].startswith("diagnosis") and [r.split(",")[0] for r in rows[1:]] == [
+        "HC", "sMCI", "pMCI", "AD"]

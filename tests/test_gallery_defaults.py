@@ -141,8 +141,15 @@ def _quickstart(namespace):
     assert len(namespace["test"].age) >= 2 * 5
 
 
-OTHER_EXAMPLES = {"plot_grid_search": _grid_search, "plot_pretrained_weights": _pretrained_weights,
-                  "plot_quickstart": _quickstart}
+def _brain_age(namespace):
+    # Its controls are cross-validated with S.cv outer folds, each training fold then split
+    # into the regressor's 5 inner folds.
+    controls = int(namespace["scans"]["diagnosis"].eq("HC").sum())
+    assert namespace["S"].cv == 5 and controls * 4 // 5 >= 2 * 5
+
+
+OTHER_EXAMPLES = {"plot_brain_age": _brain_age, "plot_grid_search": _grid_search,
+                  "plot_pretrained_weights": _pretrained_weights, "plot_quickstart": _quickstart}
 
 
 @pytest.mark.parametrize("example", sorted(OTHER_EXAMPLES))

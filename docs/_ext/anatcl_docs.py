@@ -36,6 +36,7 @@ SUBPACKAGES = (
     "anatcl_sklearn.anatomy",
     "anatcl_sklearn.datasets",
     "anatcl_sklearn.evaluation",
+    "anatcl_sklearn.brainage",
     "anatcl_sklearn.distributed",
     "anatcl_sklearn.exceptions",
 )
