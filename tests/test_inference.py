@@ -310,3 +310,68 @@ def test_transform_names_the_file_the_reader_failed_on(fitted, tmp_path):
     with pytest.raises(ValueError, match="sub-2.npy"):
         fitted.transform(images)
     assert _reader_threads() == []
+
+
+# ---------------------------------------------------------------- anatcl-sklearn embed --inference
+@pytest.fixture
+def cli_files(tmp_path, narrow_resnet):
+    import nibabel as nib
+
+    from anatcl_sklearn.models import AnatCLModel
+
+    affine = np.diag([-1.5, 1.5, 1.5, 1.0])
+    affine[:3, 3] = (90.0, -126.0, -72.0)
+    paths = []
+    for i, volume in enumerate(_images(3)):
+        paths.append(str(tmp_path / f"s{i}.nii.gz"))
+        nib.save(nib.Nifti1Image(volume, affine), paths[-1])
+    torch.manual_seed(0)
+    weights = tmp_path / "w.pth"
+    torch.save({"opts": {"input_shape": list(SHAPE)},
+                "model": AnatCLModel("resnet18").state_dict()}, weights)
+    return str(weights), paths
+
+
+def _cli(*argv):
+    from anatcl_sklearn.__main__ import main
+
+    try:
+        return main(["embed", *map(str, argv)])
+    except SystemExit as exc:
+        return exc.code
+
+
+def test_cli_inference_flag_passes_the_backend(cli_files, tmp_path, monkeypatch):
+    weights, paths = cli_files
+    seen = []
+    original = _inference.Inference.__init__
+
+    def spy(self, est, *args):
+        seen.append(est.inference)
+        original(self, est, *args)
+
+    monkeypatch.setattr(_inference.Inference, "__init__", spy)
+    monkeypatch.setitem(_inference.BUILDERS, "onnx", lambda forward, x: forward)
+    monkeypatch.setattr(_inference, "require_backend", lambda name: None)
+    for flag in ("eager", "onnx"):
+        out = tmp_path / f"{flag}.csv"
+        assert _cli(*paths, "--weights", weights, "--inference", flag, "-o", out, "-q") == 0
+    assert seen == ["eager", "onnx"]
+    import pandas as pd
+
+    a, b = (pd.read_csv(tmp_path / f"{f}.csv") for f in ("eager", "onnx"))
+    np.testing.assert_array_equal(a.iloc[:, 1:].to_numpy(), b.iloc[:, 1:].to_numpy())
+    assert _cli(*paths, "--weights", weights, "-o", tmp_path / "a.csv", "-q") == 0
+    assert seen[-1] == "eager"  # auto: three small images are a handful
+
+
+def test_cli_missing_backend_is_one_line_with_the_hint(cli_files, tmp_path, monkeypatch, capsys):
+    weights, paths = cli_files
+    monkeypatch.setattr(_inference, "_module_available", lambda name: False)
+    status = _cli(*paths, "--weights", weights, "--inference", "openvino", "-o",
+                  tmp_path / "o.csv")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1
+    assert 'pip install "anatcl-sklearn[inference-openvino]"' in err[0]
+    assert not (tmp_path / "o.csv").exists()
+    assert _cli(*paths, "--inference", "tensorrt", "-o", tmp_path / "o.csv") == 2
