@@ -188,15 +188,21 @@ def _build_compile(forward: Forward, x: torch.Tensor):
     return run
 
 
+def _example(x: torch.Tensor) -> torch.Tensor:
+    """A small input of ``x``'s kind to trace the graph with: tracing runs one forward, and
+    the graph does not depend on the size (the real shape is set after, or left dynamic)."""
+    return x.new_zeros((1, *x.shape[1:2], *(min(s, 32) for s in x.shape[2:])))
+
+
 def _build_onnx(forward: Forward, x: torch.Tensor):
     import onnxruntime as ort
 
     buffer = io.BytesIO()
     with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
         warnings.simplefilter("ignore")
-        torch.onnx.export(forward, (x,), buffer, dynamo=False, input_names=["x"],
-                          output_names=["z"], dynamic_axes={"x": {0: "n"}, "z": {0: "n"}},
-                          do_constant_folding=True)
+        torch.onnx.export(forward, (_example(x),), buffer, dynamo=False, input_names=["x"],
+                          output_names=["z"], do_constant_folding=True,
+                          dynamic_axes={"x": {0: "n", 2: "d", 3: "h", 4: "w"}, "z": {0: "n"}})
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1
@@ -216,7 +222,7 @@ def _build_openvino(forward: Forward, x: torch.Tensor):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = ov.convert_model(forward, example_input=x,
+        model = ov.convert_model(forward, example_input=_example(x),
                                  input=[ov.PartialShape([-1, *x.shape[1:]])])
     compiled = ov.Core().compile_model(model, "CPU", {
         "INFERENCE_PRECISION_HINT": "f32",  # never bf16/f16 behind the user's back
