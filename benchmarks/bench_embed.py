@@ -52,7 +52,7 @@ FULL = (121, 145, 121)
 def cpu_flags():
     """lscpu's full flags line, and its fp32 FLOP/cycle/core and GHz (None when unknown)."""
     try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        out = subprocess.run(["lscpu"], check=False, capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return "", None, None
     fields = {k.strip().lower(): v.strip() for k, _, v in
@@ -121,7 +121,7 @@ def measure(shape, batch, threads, backends, repeats):
         for _ in range(repeats):
             for name, run in runs.items():
                 rows[name]["load"].append(_common.load_average())
-                rows[name]["times"].append(_timed(lambda: run(x)))
+                rows[name]["times"].append(_timed(lambda run=run: run(x)))
     for name, row in rows.items():
         row["s_vol"] = statistics.median(row["times"]) / batch
         row["rel_err"] = _inference.relative_error(row.pop("z"), eager_z)

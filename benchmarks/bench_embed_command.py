@@ -163,8 +163,8 @@ def main(argv=None):
                              total / bare, (total - build) / bare, load])
                 _common.print_row(header, rows[-1], width=9)
     notes = [f"shape {shape}, batch {args.batch_size}, {args.threads} thread(s)", note_read,
-             "ratio: the command's total over the bare forward's; ratio_no_build: without the "
-             "backend's one-off build (build_s)"]
+             ("ratio: the command's total over the bare forward's; ratio_no_build: without "
+              "the backend's one-off build (build_s)")]
     _common.write_table("bench_embed_command", header, rows, info, notes)
     return 0
 

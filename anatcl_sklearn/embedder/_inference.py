@@ -26,7 +26,7 @@ import math
 import shutil
 import time
 import warnings
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -106,7 +106,7 @@ def check_inference(value: Any) -> str:
     from ..losses._options import validate_constraints
     from ._params import PARAMETER_CONSTRAINTS
 
-    validate_constraints({"inference": PARAMETER_CONSTRAINTS["inference"]},
+    validate_constraints({"inference": list(PARAMETER_CONSTRAINTS["inference"])},
                          {"inference": value}, "AnatCLEmbedder")
     return str(value)
 
@@ -154,7 +154,8 @@ class Forward(torch.nn.Module):
         self.output = output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module.encode(x) if self.output == "encoder" else self.module(x)
+        module: Any = self.module
+        return module.encode(x) if self.output == "encoder" else module(x)
 
 
 def relative_error(z: torch.Tensor, reference: torch.Tensor) -> float:
@@ -200,7 +201,7 @@ def _build_onnx(forward: Forward, x: torch.Tensor):
     buffer = io.BytesIO()
     with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
         warnings.simplefilter("ignore")
-        torch.onnx.export(forward, (_example(x),), buffer, dynamo=False, input_names=["x"],
+        torch.onnx.export(forward, (_example(x),), cast(Any, buffer), dynamo=False, input_names=["x"],
                           output_names=["z"], do_constant_folding=True,
                           dynamic_axes={"x": {0: "n", 2: "d", 3: "h", 4: "w"}, "z": {0: "n"}})
     options = ort.SessionOptions()
@@ -375,7 +376,7 @@ def batches(images: Any, batch_size: int, num_workers: int, pin_memory: bool):
     def describe(i):
         return str(sources[i]) if i < len(sources) else ""
 
-    reader = prefetch_batches(images.load, len(images), batch_size, describe=describe)
+    reader: Any = prefetch_batches(images.load, len(images), batch_size, describe=describe)
     try:
         yield (torch.from_numpy(b)[:, None] for b in reader)
     finally:
