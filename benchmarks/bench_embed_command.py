@@ -11,14 +11,15 @@ random ResNet-18 checkpoint that records that grid, then, per backend, in one pr
 - ``sequential`` (``--sequential``): the command with the background reader replaced by
   reading each batch just before its forward, as before issue #21.
 
-Reported: seconds per volume, the command's ratio to the bare forward (total, and without the
+The variants run in interleaved repetitions (rep 1: bare, command, sequential; rep 2: ...);
+reported are medians. Reported: seconds per volume, the command's ratio to the bare forward (total, and without the
 backend's one-off build, which the bare forward does not pay either), and the read cost of one
 file (``ImageCollection.load``, median of 5) to compare with the forward's.
 
 Usage::
 
-    python benchmarks/bench_embed_command.py                     # N=64, eager and openvino
-    python benchmarks/bench_embed_command.py --n 16 --backends eager
+    python benchmarks/bench_embed_command.py --sequential        # N=64, openvino, 3 reps
+    python benchmarks/bench_embed_command.py --n 16 --backends eager openvino
 
 Results: ``benchmarks/output/bench_embed_command.{csv,md}``.
 """
@@ -64,7 +65,8 @@ def main(argv=None):
     p.add_argument("--shape", type=int, nargs=3, default=FULL)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--backends", nargs="+", default=["eager", "openvino"])
+    p.add_argument("--backends", nargs="+", default=["openvino"])
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--sequential", action="store_true",
                    help="also run the command without the background reader")
     args = p.parse_args(argv)
@@ -94,7 +96,7 @@ def main(argv=None):
         torch.save({"opts": {"input_shape": list(shape)}, "model": module.state_dict()}, weights)
         images = anatcl_sklearn.check_images([str(p) for p in paths])
         reads = []
-        for i in range(5):
+        for i in range(min(5, args.n)):
             t = time.perf_counter()
             images.load(i)
             reads.append(time.perf_counter() - t)
@@ -127,42 +129,56 @@ def main(argv=None):
         cli_main(["embed", str(paths[0]), "--weights", str(weights), "--inference", "eager",
                   "-o", str(tmp / "warm.csv"), "-q", "--force"])
         _common.print_table_header(header, width=9)
-        for backend in backends:
+        runs = {}
+        for backend in backends:  # the bare forwards, built once (not timed)
             forward = _inference.Forward(module, "encoder").eval()
             with torch.inference_mode():
-                run = (forward if backend == "eager"
-                       else _inference.BUILDERS[backend](forward, X[:args.batch_size]))
-                run(X[:args.batch_size])  # warm
-                load = _common.load_average()
-                t = time.perf_counter()
-                for s in range(0, args.n, args.batch_size):
-                    run(X[s:s + args.batch_size])
-                bare = time.perf_counter() - t
-            rows.append([backend, "bare", args.n, bare, bare / args.n, 0.0, 1.0, 1.0, load])
-            _common.print_row(header, rows[-1], width=9)
-            variants = ["command"] + (["sequential"] if args.sequential else [])
+                runs[backend] = (forward if backend == "eager" else
+                                 _inference.BUILDERS[backend](forward, X[:args.batch_size]))
+                runs[backend](X[:args.batch_size])  # warm
+        variants = ["bare", "command"] + (["sequential"] if args.sequential else [])
+        results = {(b, v): [] for b in backends for v in variants}
+        for rep in range(args.repeats):  # interleaved: a burst of load hits every variant
+            for backend in backends:
+                for variant in variants:
+                    load = _common.load_average()
+                    builds.clear()
+                    t = time.perf_counter()
+                    if variant == "bare":
+                        with torch.inference_mode():
+                            for s in range(0, args.n, args.batch_size):
+                                runs[backend](X[s:s + args.batch_size])
+                    else:
+                        saved = _inference.batches
+                        if variant == "sequential":
+                            _inference.batches = sequential_batches
+                        try:
+                            status = cli_main([
+                                "embed", *map(str, paths), "--weights", str(weights),
+                                "--inference", backend, "--batch-size", str(args.batch_size),
+                                "-o", str(tmp / "out.csv"), "-q", "--force"])
+                        finally:
+                            _inference.batches = saved
+                        if status != 0:
+                            raise SystemExit(f"the command failed with status {status}")
+                    results[backend, variant].append(
+                        (time.perf_counter() - t, sum(builds), load))
+                    total, build, _ = results[backend, variant][-1]
+                    print(f"  rep {rep + 1} {backend} {variant}: {total:.2f} s "
+                          f"(build {build:.2f} s), load {load:.2f}", flush=True)
+        _common.print_table_header(header, width=9)
+        for backend in backends:
+            bare = statistics.median(t for t, _, _ in results[backend, "bare"])
             for variant in variants:
-                saved = _inference.batches
-                if variant == "sequential":
-                    _inference.batches = sequential_batches
-                builds.clear()
-                load = _common.load_average()
-                out = tmp / f"{backend}-{variant}.csv"
-                t = time.perf_counter()
-                try:
-                    status = cli_main(["embed", *map(str, paths), "--weights", str(weights),
-                                       "--inference", backend, "--batch-size",
-                                       str(args.batch_size), "-o", str(out), "-q", "--force"])
-                finally:
-                    _inference.batches = saved
-                total = time.perf_counter() - t
-                if status != 0:
-                    raise SystemExit(f"the command failed with status {status}")
-                build = sum(builds)
+                total = statistics.median(t for t, _, _ in results[backend, variant])
+                build = statistics.median(b for _, b, _ in results[backend, variant])
+                no_build = statistics.median(t - b for t, b, _ in results[backend, variant])
+                load = max(x for _, _, x in results[backend, variant])
                 rows.append([backend, variant, args.n, total, total / args.n, build,
-                             total / bare, (total - build) / bare, load])
+                             total / bare, no_build / bare, load])
                 _common.print_row(header, rows[-1], width=9)
-    notes = [f"shape {shape}, batch {args.batch_size}, {args.threads} thread(s)", note_read,
+    notes = [f"shape {shape}, batch {args.batch_size}, {args.threads} thread(s), medians of "
+             f"{args.repeats} interleaved repetitions", note_read,
              ("ratio: the command's total over the bare forward's; ratio_no_build: without "
               "the backend's one-off build (build_s)")]
     _common.write_table("bench_embed_command", header, rows, info, notes)

@@ -72,25 +72,30 @@ def test_compile_equals_eager(fitted):
     assert [b.name for b in fitted._inference_cache.values()] == ["compile"]
 
 
-def test_built_once_per_shape_not_per_batch(fitted, monkeypatch):
+@pytest.mark.parametrize("backend", ["onnx", "compile"])
+def test_built_once_per_shape_not_per_batch(fitted, monkeypatch, backend):
     calls = []
 
     def build(forward, x):
         calls.append(tuple(x.shape))
         return forward
 
-    monkeypatch.setitem(_inference.BUILDERS, "onnx", build)
+    monkeypatch.setitem(_inference.BUILDERS, backend, build)
     monkeypatch.setattr(_inference, "require_backend", lambda name: None)
     fitted.set_params(batch_size=2)
     eager = _embed(fitted, _images(5), "eager")
-    fitted.set_params(inference="onnx")
+    fitted.set_params(inference=backend)
     first = fitted.transform(_images(5))
     fitted.transform(_images(4, seed=1))  # same key: reused, not rebuilt
+    fitted.transform(_images(1, seed=1))  # a smaller first batch: reused too (compile pads)
     assert calls == [(2, 1, *SHAPE)]
-    fitted.set_params(batch_size=3)  # another batch shape: one more build
+    fitted.set_params(batch_size=3)  # a larger batch: compile builds that shape
     fitted.transform(_images(3))
-    assert len(calls) == 2
+    assert len(calls) == (2 if backend == "compile" else 1)
     np.testing.assert_array_equal(first, eager)
+    fitted.set_params(output="projection")  # another output: another build
+    fitted.transform(_images(3))
+    assert len(calls) == (3 if backend == "compile" else 2)
 
 
 # ---------------------------------------------------------------- refusals and fallbacks

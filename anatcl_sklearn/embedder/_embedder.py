@@ -115,11 +115,11 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         weights frozen), ONNX Runtime (``[inference-onnx]`` extra) or OpenVINO
         (``[inference-openvino]`` extra; the CPU only, float32). A backend is built once
         per fitted embedder and input shape (never pickled), checked against the eager
-        forward on its first batch (relative error at most 1e-4) and, when it fails to build
+        forward on its first image (relative error at most 1e-4) and, when it fails to build
         or to agree, replaced by eager with a warning. ``"auto"`` is eager for small runs, on
-        GPUs and in bf16, and the fastest installed backend (OpenVINO, ONNX Runtime, then
-        compile) from 16 full-size images on (96 for compile), where its build time pays
-        for itself; see ``anatcl_sklearn/embedder/_inference.py``.
+        GPUs and in bf16, and the fastest installed backend where its build time pays for
+        itself: OpenVINO from 32 full-size (121x145x121) images on, else compile, else ONNX
+        Runtime from 128; see ``anatcl_sklearn/embedder/_inference.py``.
     cache : {"none", "memory", "device"}, default="none"
         Keep a compact copy of the training volumes in memory or on the training device (GPU),
         read once before the first epoch, so later epochs do no file I/O (OpenBHB: 15.8 GiB

@@ -4,9 +4,9 @@
 encoder runs in ``transform``. A non-eager backend is built once per fitted embedder, output,
 device, volume shape and batch size (the first batch's), kept on the estimator in
 ``_inference_cache`` (a :class:`BackendCache`: pickled, copied and cloned empty, so it never
-travels with the estimator), and checked against the eager forward on its first batch: the
-relative error ``max_i ||z_i - e_i|| / ||e_i||`` (``z`` the backend's embeddings, ``e`` eager's)
-must be at most :data:`RTOL`. A backend that fails to build, or exceeds the bound, warns and
+travels with the estimator), and checked against the eager forward on the first image of its
+first batch: the relative error ``||z - e|| / ||e||`` (``z`` the backend's embedding, ``e``
+eager's) must be at most :data:`RTOL`. A backend that fails to build, or exceeds the bound, warns and
 falls back to eager, so ``transform`` always returns the eager model's embeddings up to
 :data:`RTOL`; a backend whose package is missing raises an ImportError naming the extra before
 any image is read.
@@ -15,7 +15,8 @@ any image is read.
 on the CPU in float32, from :data:`AUTO_MIN_IMAGES` full-size (121x145x121) images on (or as
 many voxels), it takes the first available of :data:`AUTO_ORDER`. The thresholds are
 ``build time / (eager - backend time per image)``, measured by ``benchmarks/bench_embed.py``
-on a 2-core Xeon (AVX-512) at one thread (see benchmarks/RESULTS.md).
+on a 2-core AVX-512 Xeon, with a margin (see benchmarks/RESULTS.md). Off the CPU "auto" stays
+eager: nothing was measured there.
 """
 
 from __future__ import annotations
@@ -37,17 +38,22 @@ from ..images._grid import OPENBHB_SHAPE
 BACKENDS = ("auto", "eager", "compile", "onnx", "openvino")
 
 #: Bound on the relative error of a backend's embeddings against the eager forward's, checked
-#: on the first batch it embeds: ``max_i ||z_i - e_i||_2 / ||e_i||_2``. The backends measured
+#: on the first image it embeds: ``||z - e||_2 / ||e||_2`` (``max_i`` of it over rows where
+#: several are compared, as bench_embed.py does). The backends measured
 #: agree within 1e-6 in float32 (benchmarks/RESULTS.md); 1e-4 leaves room for other CPUs'
 #: kernels while refusing anything that changes an embedding in a way a probe could see.
 RTOL = 1e-4
 
-#: "auto" tries these in order (fastest first, as measured) and takes the first installed.
-AUTO_ORDER = ("openvino", "onnx", "compile")
+#: "auto" tries these in order (fastest first, as measured: OpenVINO 0.39-0.57x eager's time
+#: per volume, compile 0.47-0.66x, ONNX Runtime 0.67-0.98x) and takes the first installed.
+AUTO_ORDER = ("openvino", "compile", "onnx")
 
 #: From how many full-size images on (121x145x121, or as many voxels) "auto" builds each
-#: backend: its build time over the time it saves per image, rounded up.
-AUTO_MIN_IMAGES = {"openvino": 16, "onnx": 16, "compile": 96}
+#: backend: its build time over the time it saves per image (bench_embed.py's ``build_n``,
+#: 7-25 for OpenVINO, 20-80 for compile, 7-400 for ONNX Runtime on a loaded 2-core Xeon),
+#: rounded up with a margin for two threads on a quiet machine, where eager is faster and a
+#: build pays back more slowly.
+AUTO_MIN_IMAGES = {"openvino": 32, "compile": 128, "onnx": 128}
 
 #: The extra that installs each optional backend.
 EXTRAS = {"onnx": ("inference-onnx", "onnxruntime onnx"),
@@ -251,7 +257,7 @@ class Built:
         self.module = module
         self.versions = versions
         self.build_s = build_s
-        self.error = error  # relative error on the first batch, once checked
+        self.error = error  # relative error on the first image, once checked
 
 
 def _versions(module: torch.nn.Module) -> tuple[int, ...]:
@@ -304,15 +310,21 @@ class Inference:
         return self.forward(x)
 
     def _key(self, batch: int) -> tuple:
+        # ONNX Runtime and OpenVINO take any batch size; compile one (smaller ones padded)
         return (self.backend, self.est.output, self.est.precision, str(self.device),
-                self.shape, batch)
+                self.shape, batch if self.backend == "compile" else None)
 
-    def _cached(self, key: tuple) -> Built | None:
+    def _cached(self, batch: int) -> Built | None:
+        """A built backend for this key that takes a batch of ``batch`` (the smallest)."""
         cache = self.est.__dict__.get("_inference_cache")
-        built = None if cache is None else cache.get(key)
-        if built is None or built.module is not self.module:
+        if not cache:
             return None
-        return built if built.versions == _versions(self.module) else None
+        key = self._key(batch)
+        versions = _versions(self.module)
+        fits = [(k[-1] or 0, built) for k, built in cache.items()
+                if k[:-1] == key[:-1] and (k[-1] is None or k[-1] >= batch)
+                and built.module is self.module and built.versions == versions]
+        return min(fits, key=lambda item: item[0])[1] if fits else None
 
     def _build(self, x: torch.Tensor) -> Built:
         """Build, check on ``x`` against eager, cache; a failure falls back to eager."""
@@ -329,12 +341,14 @@ class Inference:
             built = Built("eager", self._eager, self.module, versions, 0.0)
         else:
             build_s = time.perf_counter() - t0
-            error = relative_error(z, self._eager(x))
+            # the first image is enough to catch a wrong conversion, and costs 1/len(x) of
+            # an eager batch (the whole batch was 40% of the command's overhead over 64 files)
+            error = relative_error(z[:1], self._eager(x[:1]))
             if error <= RTOL:
                 built = Built(self.backend, run, self.module, versions, build_s, error)
             else:
                 warn(f"inference={self.backend!r} gave embeddings {error:.3g} relative away "
-                     f"from the eager forward's on the first batch (bound {RTOL:g}); embedding "
+                     f"from the eager forward's on the first image (bound {RTOL:g}); embedding "
                      "with the eager forward instead.", RuntimeWarning)
                 built = Built("eager", self._eager, self.module, versions, build_s, error)
         cache = self.est.__dict__.get("_inference_cache")
@@ -348,7 +362,7 @@ class Inference:
         if self.backend == "eager":
             return self._eager(x)
         if self.built is None:
-            self.built = self._cached(self._key(len(x)))
+            self.built = self._cached(len(x))
             if self.built is None:
                 self.built = self._build(x)
         return self.built.run(x)
@@ -377,7 +391,12 @@ def batches(images: Any, batch_size: int, num_workers: int, pin_memory: bool):
         return str(sources[i]) if i < len(sources) else ""
 
     reader: Any = prefetch_batches(images.load, len(images), batch_size, describe=describe)
+    def tensors():
+        for b in reader:
+            x = torch.from_numpy(b)[:, None]
+            yield x.pin_memory() if pin_memory else x
+
     try:
-        yield (torch.from_numpy(b)[:, None] for b in reader)
+        yield tensors()
     finally:
         reader.close()
