@@ -54,7 +54,8 @@ FULL = (121, 145, 121)
 def cpu_flags():
     """lscpu's full flags line, and its fp32 FLOP/cycle/core and GHz (None when unknown)."""
     try:
-        out = subprocess.run(["lscpu"], check=False, capture_output=True, text=True, timeout=10).stdout
+        out = subprocess.run(["lscpu"], check=False, capture_output=True, text=True,
+                             timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return "", None, None
     fields = {k.strip().lower(): v.strip() for k, _, v in
@@ -107,7 +108,8 @@ def measure(shape, batch, threads, backends, repeats):
             with _common.PeakRSS() as rss:
                 t0 = time.perf_counter()
                 try:
-                    runs[name] = forward if name == "eager" else _inference.BUILDERS[name](forward, x)
+                    runs[name] = (forward if name == "eager"
+                                  else _inference.BUILDERS[name](forward, x))
                     z = runs[name](x)
                 except Exception as exc:  # noqa: BLE001 - reported, the others go on
                     print(f"  {name}: failed to build: {type(exc).__name__}: {exc}"[:300],

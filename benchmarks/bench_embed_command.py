@@ -12,9 +12,10 @@ random ResNet-18 checkpoint that records that grid, then, per backend, in one pr
   reading each batch just before its forward, as before issue #21.
 
 The variants run in interleaved repetitions (rep 1: bare, command, sequential; rep 2: ...);
-reported are medians. Reported: seconds per volume, the command's ratio to the bare forward (total, and without the
-backend's one-off build, which the bare forward does not pay either), and the read cost of one
-file (``ImageCollection.load``, median of 5) to compare with the forward's.
+reported are medians. Reported: seconds per volume, the command's ratio to the bare forward
+(total, and without the backend's one-off build, which the bare forward does not pay either),
+and the read cost of one file (``ImageCollection.load``, median of 5) to compare with the
+forward's.
 
 Usage::
 
@@ -180,7 +181,8 @@ def main(argv=None):
     notes = [f"shape {shape}, batch {args.batch_size}, {args.threads} thread(s), medians of "
              f"{args.repeats} interleaved repetitions", note_read,
              ("ratio: the command's total over the bare forward's; ratio_no_build: without "
-              "the backend's one-off build (build_s)")]
+              "build_s, the backend's first call (conversion, compilation, the first batch's "
+              "forward and the one-image eager check)")]
     _common.write_table("bench_embed_command", header, rows, info, notes)
     return 0
 

@@ -378,5 +378,6 @@ def test_cli_missing_backend_is_one_line_with_the_hint(cli_files, tmp_path, monk
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1
     assert 'pip install "anatcl-sklearn[inference-openvino]"' in err[0]
+    assert "--inference openvino needs" in err[0] and "use --inference eager" in err[0]
     assert not (tmp_path / "o.csv").exists()
     assert _cli(*paths, "--inference", "tensorrt", "-o", tmp_path / "o.csv") == 2

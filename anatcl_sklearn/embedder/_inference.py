@@ -6,8 +6,8 @@ device, volume shape and batch size (the first batch's), kept on the estimator i
 ``_inference_cache`` (a :class:`BackendCache`: pickled, copied and cloned empty, so it never
 travels with the estimator), and checked against the eager forward on the first image of its
 first batch: the relative error ``||z - e|| / ||e||`` (``z`` the backend's embedding, ``e``
-eager's) must be at most :data:`RTOL`. A backend that fails to build, or exceeds the bound, warns and
-falls back to eager, so ``transform`` always returns the eager model's embeddings up to
+eager's) must be at most :data:`RTOL`. A backend that fails to build, or exceeds the bound,
+warns and falls back to eager, so ``transform`` always returns the eager model's embeddings up to
 :data:`RTOL`; a backend whose package is missing raises an ImportError naming the extra before
 any image is read.
 
@@ -39,8 +39,8 @@ BACKENDS = ("auto", "eager", "compile", "onnx", "openvino")
 
 #: Bound on the relative error of a backend's embeddings against the eager forward's, checked
 #: on the first image it embeds: ``||z - e||_2 / ||e||_2`` (``max_i`` of it over rows where
-#: several are compared, as bench_embed.py does). The backends measured
-#: agree within 1e-6 in float32 (benchmarks/RESULTS.md); 1e-4 leaves room for other CPUs'
+#: several are compared, as bench_embed.py does). The backends measured agree within 1e-6
+#: in float32 (benchmarks/RESULTS.md); 1e-4 leaves room for other CPUs'
 #: kernels while refusing anything that changes an embedding in a way a probe could see.
 RTOL = 1e-4
 
@@ -207,8 +207,8 @@ def _build_onnx(forward: Forward, x: torch.Tensor):
     buffer = io.BytesIO()
     with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
         warnings.simplefilter("ignore")
-        torch.onnx.export(forward, (_example(x),), cast(Any, buffer), dynamo=False, input_names=["x"],
-                          output_names=["z"], do_constant_folding=True,
+        torch.onnx.export(forward, (_example(x),), cast(Any, buffer), dynamo=False,
+                          input_names=["x"], output_names=["z"], do_constant_folding=True,
                           dynamic_axes={"x": {0: "n", 2: "d", 3: "h", 4: "w"}, "z": {0: "n"}})
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
