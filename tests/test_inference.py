@@ -1,5 +1,5 @@
 """Inference backends of transform (embedder/_inference.py) and the background reader
-(images/_prefetch.py): equality with eager, refusals, fallbacks, the cache's lifetime."""
+(embedder/_prefetch.py): equality with eager, refusals, fallbacks, the cache's lifetime."""
 
 import copy
 import pickle
@@ -14,7 +14,7 @@ from sklearn.base import clone
 from anatcl_sklearn import AnatCLEmbedder
 from anatcl_sklearn.embedder import _inference
 from anatcl_sklearn.exceptions import ImageReadError, InvalidParameterError
-from anatcl_sklearn.images._prefetch import prefetch_batches
+from anatcl_sklearn.embedder._prefetch import prefetch_batches
 
 SHAPE = (24, 28, 24)
 

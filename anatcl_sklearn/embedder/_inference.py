@@ -372,11 +372,11 @@ class Inference:
 def batches(images: Any, batch_size: int, num_workers: int, pin_memory: bool):
     """The batches (tensors of shape (b, 1, D, H, W)) of ``transform``, as a context manager.
 
-    With ``num_workers=0`` a background thread reads ahead (images/_prefetch.py) and ends
+    With ``num_workers=0`` a background thread reads ahead (embedder/_prefetch.py) and ends
     when the block ends, however it ends; otherwise a DataLoader with that many worker
     processes.
     """
-    from ..images._prefetch import prefetch_batches
+    from ._prefetch import prefetch_batches
     from ._data import SubjectDataset
 
     if num_workers > 0:
