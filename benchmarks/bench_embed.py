@@ -1,150 +1,201 @@
-"""Inference throughput and peak memory of ``AnatCLEmbedder.transform``.
+"""Inference backends side by side: eager, torch.compile, ONNX Runtime, OpenVINO (issue #21).
 
-For each size (small 32x38x32 and the full 121x145x121 grid) and batch size (1, 8, 32) a fresh
-process builds an embedder (``max_epochs=0``: randomly initialised weights, which cost the same
-as trained ones), runs one untimed ``transform`` of one volume, then times ``transform`` of N
-in-memory volumes (best and median of the repeats). N is at least the batch size.
+For each thread count (1, 2) and batch size (1, 4), one fresh process builds every available
+backend of ``anatcl_sklearn/embedder/_inference.py`` for the project's encoder (AnatCLModel
+ResNet-18, ``output="encoder"``, randomly initialised weights, which cost the same as trained
+ones) on the full 121x145x121 grid, then times them in interleaved repetitions (rep 1: eager,
+compile, onnx, openvino; rep 2: the same ...), so a burst of load from other processes hits
+them all alike. Per backend and configuration:
 
-Peak memory is what ``transform`` needs above what the process already held (the model and the
-input array): on the CPU the peak resident set size sampled every 2 ms (it sees torch's
-allocations) and the ``tracemalloc`` peak (Python and numpy allocations only: the volumes read
-per batch and the output); on CUDA ``torch.cuda.max_memory_allocated``. A fresh process per
-configuration keeps memory freed by an earlier one from hiding a later peak.
+- ``s/vol``: median time of one batch over the repetitions, divided by the batch size;
+- ``ratio``: that median over eager's (< 1 is faster);
+- ``first_s``: the first call's cost (build + first run; eager: its first run);
+- ``build_n``: from how many images on the build pays for itself,
+  ``first_s / (eager s/vol - backend s/vol)``;
+- ``rss_MiB``: peak resident memory above the process's before the backend's first call
+  (sampled every 2 ms; approximate in a process that ran other backends first);
+- ``rel_err``: ``max_i ||z_i - e_i|| / ||e_i||`` against eager on the same batch;
+- ``GFLOP/s`` and ``%peak``: forward FLOPs (FlopCounterMode) per second, and as a fraction of
+  the CPU's fp32 peak (cores used x GHz x FLOP/cycle: 64 with AVX-512's two FMA units,
+  32 with AVX2, at the GHz lscpu reports, which turbo clocks exceed), and ``%sgemm``: as a
+  fraction of the sgemm rate measured in the same run.
+
+The machine's sgemm GFLOP/s (torch.mm, 2048x2048 float32) is measured in the same run at each
+thread count (best of 5, in a process of its own: the note) and inside every repetition round,
+interleaved with the backends (the median: the ``sgemm`` column, the reference of ``%sgemm``,
+under the same load as the backends); ``lscpu``'s model and flags
+head the output. Every row records the load average it ran under (other processes compete for
+the cores: compare ratios, which interleaving protects, rather than absolute times).
 
 Usage::
 
-    python benchmarks/bench_embed.py                  # CPU: small N=64, full N=max(8, batch)
-    python benchmarks/bench_embed.py --quick          # 24x28x24 only, about 30 s
-    python benchmarks/bench_embed.py --device cuda --precision bf16 [--channels-last]
+    python benchmarks/bench_embed.py                     # full size, about 15 min on 2 cores
+    python benchmarks/bench_embed.py --quick             # 64x76x64, batch 1, 1 thread
+    python benchmarks/bench_embed.py --backends eager openvino --threads 2 --batch-size 4
 
-Results go to ``benchmarks/output/bench_embed_<device>_<precision>[_<T>threads][...].{csv,md}``.
+Results: ``benchmarks/output/bench_embed_backends.{csv,md}``.
 """
 
 import argparse
 import multiprocessing
+import statistics
+import subprocess
 import sys
 import time
-import tracemalloc
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 
 import _common
 import torch
 
-from anatcl_sklearn import AnatCLEmbedder, GridWarning
-from anatcl_sklearn.datasets import make_synthetic_brains
-
-# small benchmark grids are deliberate; the warning about the released weights' grid is noise here
-warnings.filterwarnings("ignore", category=GridWarning)
-
-SIZES = {"small": (32, 38, 32), "full": (121, 145, 121)}
+FULL = (121, 145, 121)
 
 
-def measure(shape, batch, n, repeats, device, precision, channels_last, threads, num_workers):
-    """Run in a fresh process: (best s, median s, rss extra bytes, tracemalloc peak, gpu peak)."""
-    if threads:
-        torch.set_num_threads(threads)
-    data = make_synthetic_brains(n, shape=shape, random_state=0)
-    est = AnatCLEmbedder(max_epochs=0, batch_size=2, device=device, precision=precision,
-                         channels_last=channels_last, verbose=0, random_state=0)
-    est.fit(data.images[:2], age=data.age[:2], anatomy=data.anatomy[:2])
-    # fit refuses training batches below 2 (nothing to contrast); transform reads batch_size anew
-    est.set_params(batch_size=batch, num_workers=num_workers)
-    gpu = device.startswith("cuda")
-    if gpu:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats(device)
-        gpu_base = torch.cuda.memory_allocated(device)
-    tracemalloc.start()
-    times = []
-    with _common.PeakRSS() as rss:
-        est.transform(data.images[:1])  # warm-up: one volume, so a full-size batch is not paid twice
+def cpu_flags():
+    """lscpu's full flags line, and its fp32 FLOP/cycle/core and GHz (None when unknown)."""
+    try:
+        out = subprocess.run(["lscpu"], check=False, capture_output=True, text=True,
+                             timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "", None, None
+    fields = {k.strip().lower(): v.strip() for k, _, v in
+              (line.partition(":") for line in out.splitlines())}
+    flags = fields.get("flags", "")
+    flop_cycle = 64 if "avx512f" in flags.split() else 32 if "fma" in flags.split() else 16
+    ghz = None
+    for key in ("cpu max mhz", "cpu mhz"):
+        if fields.get(key):
+            ghz = float(fields[key]) / 1000
+            break
+    if ghz is None:
+        try:
+            with open("/proc/cpuinfo") as fh:
+                mhz = [float(line.split(":")[1]) for line in fh if line.startswith("cpu MHz")]
+            ghz = max(mhz) / 1000 if mhz else None
+        except OSError:
+            pass
+    return flags, flop_cycle, ghz
+
+
+def sgemm_gflops(threads, n=2048, repeats=5):
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def measure(shape, batch, threads, backends, repeats):
+    """In a fresh process: one dict per backend."""
+    warnings.simplefilter("ignore")
+    torch.set_num_threads(threads)
+    from anatcl_sklearn.embedder import _inference
+    from anatcl_sklearn.models import AnatCLModel
+
+    torch.manual_seed(0)
+    module = AnatCLModel("resnet18").eval()
+    forward = _inference.Forward(module, "encoder").eval()
+    x = torch.rand(batch, 1, *shape)
+    rows, runs = {}, {}
+    with torch.inference_mode():
+        for name in backends:
+            with _common.PeakRSS() as rss:
+                t0 = time.perf_counter()
+                try:
+                    runs[name] = (forward if name == "eager"
+                                  else _inference.BUILDERS[name](forward, x))
+                    z = runs[name](x)
+                except Exception as exc:  # noqa: BLE001 - reported, the others go on
+                    print(f"  {name}: failed to build: {type(exc).__name__}: {exc}"[:300],
+                          flush=True)
+                    runs.pop(name, None)
+                    continue
+                first = time.perf_counter() - t0
+                for _ in range(1):  # warm-up, inside the memory window
+                    runs[name](x)
+            rows[name] = {"first_s": first, "rss_MiB": rss.extra_bytes / 2**20, "times": [],
+                          "load": [], "z": z}
+        eager_z = forward(x)
+        a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+        sgemm = []
         for _ in range(repeats):
-            _common.sync(device)
-            start = time.perf_counter()
-            out = est.transform(data.images)
-            _common.sync(device)
-            times.append(time.perf_counter() - start)
-    traced_peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    assert out.shape == (n, est.n_features_out_)
-    gpu_peak = (torch.cuda.max_memory_allocated(device) - gpu_base) if gpu else float("nan")
-    return (*_common.summarize(times), rss.extra_bytes, traced_peak, gpu_peak)
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="24x28x24 only, N=16, 1 repeat")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--sizes", nargs="+", choices=list(SIZES), help="default: small full")
-    parser.add_argument("--batch-size", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--n-small", type=int, help="volumes at the small size (default 64, quick 32)")
-    parser.add_argument("--n-full", type=int, help="volumes at full size, at least the batch size "
-                        "(CPU default 8, GPU 256)")
-    parser.add_argument("--repeats", type=int, help="timed passes (default: small 3, full 1 on CPU / 3 on GPU)")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
-    parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--num-workers", type=int, default=0,
-                        help="the embedder's DataLoader workers (host-side reading and batching)")
-    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
-                        help="first wait up to this long for the 1-minute load to drop below --max-load")
-    parser.add_argument("--max-load", type=float, default=1.5)
-    args = parser.parse_args(argv)
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = _common.resolve_device(args.device)
-    gpu = device.startswith("cuda")
-    sizes = args.sizes or (["small"] if args.quick else ["small", "full"])
-    n_small = args.n_small or (16 if args.quick else 64)
-    n_full = args.n_full or (256 if gpu else 8)
-    if min(args.batch_size) < 1 or min(n_small, n_full) < 2:
-        parser.error("need --batch-size >= 1 and at least 2 volumes")
-    if args.wait_quiet:
-        _common.wait_for_quiet(args.max_load, args.wait_quiet)
-    info = _common.machine_header(device)
-    info.update(precision=args.precision, channels_last=args.channels_last,
-                num_workers=args.num_workers)
-    _common.print_header(info)
-
-    header = ["size", "shape", "batch", "n", "vol_per_s", "median_vol_per_s", "gflops_per_s",
-              "frac_peak", "rss_extra_mb", "tracemalloc_peak_mb", "gpu_peak_mb", "load_avg"]
-    rows = []
-    _common.print_table_header(header)
-    spawn = multiprocessing.get_context("spawn")
-    peak = _common.gpu_peak_tflops(device, args.precision) if gpu else None
-    for size in sizes:
-        shape = (24, 28, 24) if args.quick else SIZES[size]
-        flops_fwd, _ = _common.count_flops(shape)
-        for batch in args.batch_size:
-            n = max(batch, n_small if size == "small" else n_full)
-            repeats = args.repeats or (1 if args.quick or (size == "full" and not gpu) else 3)
-            load_before = _common.load_average()
-            with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
-                best, median, rss, traced, gpu_peak = pool.submit(
-                    measure, shape, batch, n, repeats, device, args.precision,
-                    args.channels_last, args.threads or torch.get_num_threads(),
-                    args.num_workers).result()
-            load = (load_before + _common.load_average()) / 2
-            vps = n / best
-            row = [size, "x".join(map(str, shape)), batch, n, vps, n / median,
-                   flops_fwd * vps / 1e9,
-                   flops_fwd * vps / (peak * 1e12) if peak else float("nan"),
-                   rss / 2**20, traced / 2**20, gpu_peak / 2**20, load]
-            rows.append(row)
-            _common.print_row(header, row)
-
-    notes = ["vol_per_s: N / best transform time (in-memory float32 input read and batched on "
-             "the host, then the encoder; output the encoder features)",
-             "rss_extra_mb: peak RSS during transform minus RSS before it (model and input "
-             "already resident); tracemalloc sees numpy/Python allocations only"]
-    stem = f"bench_embed_{device.split(':')[0]}_{args.precision}"
-    stem += "" if gpu else f"_{args.threads or torch.get_num_threads()}threads"
-    stem += "_cl" * args.channels_last + "_quick" * args.quick
-    _common.write_table(stem, header, rows, info, notes)
+            sgemm.append(2 * 2048**3 / _timed(lambda: torch.mm(a, b)) / 1e9)
+            for name, run in runs.items():
+                rows[name]["load"].append(_common.load_average())
+                rows[name]["times"].append(_timed(lambda run=run: run(x)))
+    for name, row in rows.items():
+        row["sgemm"] = statistics.median(sgemm)
+        row["s_vol"] = statistics.median(row["times"]) / batch
+        row["rel_err"] = _inference.relative_error(row.pop("z"), eager_z)
+        row["load"] = max(row["load"])
     return rows
 
 
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--shape", type=int, nargs=3, default=FULL)
+    p.add_argument("--batch-size", type=int, nargs="+", default=[1, 4])
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--backends", nargs="+", default=["eager", "compile", "onnx", "openvino"])
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--quick", action="store_true", help="64x76x64, batch 1, 1 thread, 3 reps")
+    p.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS")
+    p.add_argument("--max-load", type=float, default=1.5)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.shape, args.batch_size, args.threads, args.repeats = (64, 76, 64), [1], [1], 3
+    from anatcl_sklearn.embedder._inference import backend_available
+
+    backends = [b for b in args.backends if backend_available(b)]
+    missing = sorted(set(args.backends) - set(backends))
+    if args.wait_quiet:
+        _common.wait_for_quiet(args.max_load, args.wait_quiet)
+    info = _common.machine_header()
+    flags, flop_cycle, ghz = cpu_flags()
+    _common.print_header(info)
+    print(f"lscpu flags: {flags}", flush=True)
+    notes = [f"lscpu flags: {flags}",
+             f"shape {tuple(args.shape)}, {args.repeats} interleaved repetitions, medians; "
+             f"backends {backends}" + (f"; not installed: {missing}" if missing else "")]
+    forward_flops, _ = _common.count_flops(tuple(args.shape))
+    header = ["threads", "batch", "backend", "s/vol", "ratio", "first_s", "build_n", "rss_MiB",
+              "rel_err", "GFLOP/s", "%peak", "%sgemm", "sgemm", "load"]
+    _common.print_table_header(header, width=8)
+    rows = []
+    ctx = multiprocessing.get_context("spawn")
+    for threads in args.threads:
+        with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+            sgemm = pool.submit(sgemm_gflops, threads).result()
+        peak = flop_cycle * ghz * threads if (flop_cycle and ghz) else float("nan")
+        note = (f"{threads} thread(s): sgemm {sgemm:.1f} GFLOP/s = {100 * sgemm / peak:.0f}% "
+                f"of the fp32 peak {peak:.0f} GFLOP/s ({threads} core(s) x {ghz} GHz x "
+                f"{flop_cycle} FLOP/cycle)")
+        print(note, flush=True)
+        notes.append(note)
+        for batch in args.batch_size:
+            with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+                result = pool.submit(measure, tuple(args.shape), batch, threads, backends,
+                                     args.repeats).result()
+            eager = result.get("eager", {}).get("s_vol", float("nan"))
+            for name, r in result.items():
+                saved = eager - r["s_vol"]
+                build_n = (r["first_s"] / saved if name != "eager" and saved > 0
+                           else float("nan"))
+                gflops = forward_flops / r["s_vol"] / 1e9
+                row = [threads, batch, name, r["s_vol"], r["s_vol"] / eager, r["first_s"],
+                       build_n, r["rss_MiB"], r["rel_err"], gflops, 100 * gflops / peak,
+                       100 * gflops / r["sgemm"], r["sgemm"], r["load"]]
+                _common.print_row(header, row, width=8)
+                rows.append(row)
+    _common.write_table("bench_embed_backends", header, rows, info, notes)
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(0 if main() else 1)
+    sys.exit(main())

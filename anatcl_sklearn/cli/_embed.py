@@ -91,6 +91,9 @@ def build_parser():
     p.add_argument("--batch-size", type=number(int, 1), default=8, help="images per batch (default 8)")
     p.add_argument("--output-kind", choices=("encoder", "projection"), default="encoder",
                    help="encoder features (512 for ResNet-18) or the 128-d projection")
+    p.add_argument("--inference", choices=("auto", "eager", "compile", "onnx", "openvino"),
+                   default="auto", help="how the encoder runs (default auto: eager for a few "
+                   "images, the fastest installed backend for many)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.add_argument("--update", action="store_true",
                    help="with --bids and an output folder: embed only the maps the folder's "
@@ -369,7 +372,8 @@ def _embed(args, reporter):
         # checked against OpenBHB's is then re-checked against it, headers only).
         est = AnatCLEmbedder(pretrained=weights, fold=args.fold, device=device,
                              precision=precision, batch_size=args.batch_size,
-                             output=args.output_kind, verbose=0, conform=args.conform)
+                             output=args.output_kind, verbose=0, conform=args.conform,
+                             inference=_inference_for(args, n, images, device, precision))
         est.fit(images.subset(slice(0, 1)))  # a frozen encoder: fit only loads the weights
         chunk = _CHUNK_BATCHES * args.batch_size
         parts = []
@@ -408,6 +412,22 @@ def _embed(args, reporter):
         reporter._write(f"wrote {n} embeddings of {Z.shape[1]} features to {output} in "
                         f"{time.perf_counter() - t0:.1f} s\n")
     return 0
+
+
+def _inference_for(args, n, images, device, precision):
+    """--inference auto decided for the whole run (transform sees a chunk at a time)."""
+    import torch
+
+    from anatcl_sklearn.embedder._inference import choose_backend, require_backend
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    backend = choose_backend(args.inference, n, tuple(images.shape), device, precision)
+    try:
+        require_backend(backend)
+    except ImportError as exc:
+        raise UserError(str(exc)) from None
+    return backend
 
 
 def main(argv=None):

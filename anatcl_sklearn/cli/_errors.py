@@ -28,6 +28,7 @@ FLAG_WORDS = (
     (r"\bfold=(\d+)", r"--fold \1"),
     (r"\bbatch_size=", "--batch-size "),
     (r"\boverwrite=True\b", "--force"),
+    (r"\binference='(\w+)'", r"--inference \1"),
     # advice with no command-line counterpart: the commands choose these settings themselves
     (r",? or pass check_finite=False to skip this check", ""),
     (r"\s*Or pass warn_grid=False if this is intended\.", ""),

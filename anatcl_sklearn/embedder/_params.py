@@ -69,6 +69,7 @@ PARAMETER_CONSTRAINTS = {
     "precision": [StrOptions(set(PRECISIONS))],
     "channels_last": ["boolean"],
     "compile": ["boolean"],
+    "inference": [StrOptions({"auto", "eager", "compile", "onnx", "openvino"})],
     "cache": [StrOptions(set(CACHES))],
     "cache_dtype": [StrOptions(set(CACHE_DTYPES))],
     "pretrained": "no_validation",  # five forms (name, folder, hf://, path, weights): models/

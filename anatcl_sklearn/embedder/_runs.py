@@ -22,7 +22,7 @@ __all__ = ["check_checkpoint_dir", "run_key"]
 
 # Parameters that do not change the weights a run produces.
 _NOT_IN_KEY = ("verbose", "callbacks", "checkpoint_dir", "num_workers", "pretrained",
-               "distributed")
+               "distributed", "inference")
 
 
 def run_key(est, images, age, anatomy, world=1, weights=None, parts=None):

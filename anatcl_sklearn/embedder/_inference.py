@@ -1,0 +1,402 @@
+"""Inference backends for ``transform``: eager PyTorch, ``torch.compile``, ONNX Runtime, OpenVINO.
+
+``AnatCLEmbedder(inference=...)`` (``anatcl-sklearn embed --inference``) picks how the frozen
+encoder runs in ``transform``. A non-eager backend is built once per fitted embedder, output,
+device, volume shape and batch size (the first batch's), kept on the estimator in
+``_inference_cache`` (a :class:`BackendCache`: pickled, copied and cloned empty, so it never
+travels with the estimator), and checked against the eager forward on the first image of its
+first batch: the relative error ``||z - e|| / ||e||`` (``z`` the backend's embedding, ``e``
+eager's) must be at most :data:`RTOL`. A backend that fails to build, or exceeds the bound,
+warns and falls back to eager, so ``transform`` always returns the eager model's embeddings up to
+:data:`RTOL`; a backend whose package is missing raises an ImportError naming the extra before
+any image is read.
+
+``"auto"`` (the default) is eager unless the run is large enough for a build to pay for itself:
+on the CPU in float32, from :data:`AUTO_MIN_IMAGES` full-size (121x145x121) images on (or as
+many voxels), it takes the first available of :data:`AUTO_ORDER`. The thresholds are
+``build time / (eager - backend time per image)``, measured by ``benchmarks/bench_embed.py``
+on a 2-core AVX-512 Xeon, with a margin (see benchmarks/RESULTS.md). Off the CPU "auto" stays
+eager: nothing was measured there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import shutil
+import time
+import warnings
+from typing import Any, cast
+
+import numpy as np
+import torch
+
+from ..exceptions import warn
+from ..images._grid import OPENBHB_SHAPE
+
+BACKENDS = ("auto", "eager", "compile", "onnx", "openvino")
+
+#: Bound on the relative error of a backend's embeddings against the eager forward's, checked
+#: on the first image it embeds: ``||z - e||_2 / ||e||_2`` (``max_i`` of it over rows where
+#: several are compared, as bench_embed.py does). The backends measured agree within 1e-6
+#: in float32 (benchmarks/RESULTS.md); 1e-4 leaves room for other CPUs'
+#: kernels while refusing anything that changes an embedding in a way a probe could see.
+RTOL = 1e-4
+
+#: "auto" tries these in order (fastest first, as measured: OpenVINO 0.39-0.57x eager's time
+#: per volume, compile 0.47-0.66x, ONNX Runtime 0.67-0.98x) and takes the first installed.
+AUTO_ORDER = ("openvino", "compile", "onnx")
+
+#: From how many full-size images on (121x145x121, or as many voxels) "auto" builds each
+#: backend: its build time over the time it saves per image (bench_embed.py's ``build_n``,
+#: 7-25 for OpenVINO, 20-80 for compile, 7-400 for ONNX Runtime on a loaded 2-core Xeon),
+#: rounded up with a margin for two threads on a quiet machine, where eager is faster and a
+#: build pays back more slowly.
+AUTO_MIN_IMAGES = {"openvino": 32, "compile": 128, "onnx": 128}
+
+#: The extra that installs each optional backend.
+EXTRAS = {"onnx": ("inference-onnx", "onnxruntime onnx"),
+          "openvino": ("inference-openvino", "openvino")}
+
+
+class BackendCache(dict):
+    """The built backends of one estimator; pickled, deep-copied and copied empty.
+
+    Compiled or converted modules hold native state that neither pickles nor belongs to a
+    copy of the estimator (which may be refitted); they are rebuilt on the next ``transform``.
+    """
+
+    def __reduce__(self):
+        return (type(self), ())
+
+    def __copy__(self):
+        return type(self)()
+
+    def __deepcopy__(self, memo):
+        return type(self)()
+
+
+# ---------------------------------------------------------------- availability and choice
+def _module_available(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def backend_available(name: str) -> bool:
+    """Whether backend ``name`` can be built here (its package; a C compiler for compile)."""
+    if name == "eager":
+        return True
+    if name == "onnx":
+        return _module_available("onnxruntime") and _module_available("onnx")
+    if name == "openvino":
+        return _module_available("openvino")
+    if name == "compile":  # inductor's CPU code needs a C++ compiler
+        return any(shutil.which(cc) is not None for cc in ("g++", "c++", "clang++"))
+    return False
+
+
+def require_backend(name: str) -> None:
+    """Raise an ImportError with the install hint when backend ``name``'s package is missing."""
+    if name in EXTRAS and not backend_available(name):
+        extra, packages = EXTRAS[name]
+        raise ImportError(
+            f"inference={name!r} needs {packages}, which is not installed: "
+            f'pip install "anatcl-sklearn[{extra}]" (or pip install {packages}); or use '
+            "inference='eager'.")
+
+
+def check_inference(value: Any) -> str:
+    """``value`` if it names a backend, else the estimator's InvalidParameterError."""
+    from ..losses._options import validate_constraints
+    from ._params import PARAMETER_CONSTRAINTS
+
+    validate_constraints({"inference": list(PARAMETER_CONSTRAINTS["inference"])},
+                         {"inference": value}, "AnatCLEmbedder")
+    return str(value)
+
+
+def choose_backend(requested: str, n_images: int, image_shape: tuple[int, ...],
+                   device: torch.device | str = "cpu", precision: str = "fp32") -> str:
+    """The backend ``inference=requested`` runs for ``n_images`` images of ``image_shape``.
+
+    Parameters
+    ----------
+    requested : {"auto", "eager", "compile", "onnx", "openvino"}
+    n_images : int
+        How many images the run embeds.
+    image_shape : tuple of int
+        One volume's shape (D, H, W).
+    device : torch.device or str, default="cpu"
+    precision : {"fp32", "bf16"}, default="fp32"
+
+    Returns
+    -------
+    backend : str
+        ``requested`` itself unless it is ``"auto"``; then ``"eager"`` off the CPU, in
+        bfloat16 and for small runs, else the first installed of :data:`AUTO_ORDER` whose
+        :data:`AUTO_MIN_IMAGES` the run reaches (in full-size-image equivalents).
+    """
+    requested = check_inference(requested)
+    if requested != "auto":
+        return requested
+    if torch.device(device).type != "cpu" or precision != "fp32":
+        return "eager"
+    full_size = n_images * math.prod(image_shape) / math.prod(OPENBHB_SHAPE)
+    for name in AUTO_ORDER:
+        if full_size >= AUTO_MIN_IMAGES[name] and backend_available(name):
+            return name
+    return "eager"
+
+
+# ---------------------------------------------------------------- the forward and its errors
+class Forward(torch.nn.Module):
+    """The embedding a ``transform`` returns: ``module.encode(x)`` or the projection."""
+
+    def __init__(self, module: torch.nn.Module, output: str) -> None:
+        super().__init__()
+        self.module = module
+        self.output = output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        module: Any = self.module
+        return module.encode(x) if self.output == "encoder" else module(x)
+
+
+def relative_error(z: torch.Tensor, reference: torch.Tensor) -> float:
+    """``max_i ||z_i - r_i||_2 / ||r_i||_2`` over the rows (a zero row compares absolutely)."""
+    z = z.detach().float().reshape(len(z), -1)
+    reference = reference.detach().float().reshape(len(reference), -1)
+    if z.shape != reference.shape:
+        return math.inf
+    diff = torch.linalg.vector_norm(z - reference, dim=1)
+    scale = torch.linalg.vector_norm(reference, dim=1).clamp_min(torch.finfo(torch.float32).tiny)
+    err = (diff / scale).max().item() if len(z) else 0.0
+    return math.inf if not math.isfinite(err) else float(err)
+
+
+# ---------------------------------------------------------------- the builders
+def _build_compile(forward: Forward, x: torch.Tensor):
+    from torch._inductor import config as inductor_config
+
+    compiled = torch.compile(forward, dynamic=False, fullgraph=True)
+    batch = len(x)
+
+    def run(x):
+        n = len(x)
+        if n < batch:  # one compiled shape: pad the last, smaller batch (eval BatchNorm)
+            pad = x.new_zeros((batch - n, *x.shape[1:]))
+            x = torch.cat([x, pad])
+        with inductor_config.patch(freezing=True):  # weights folded as constants
+            return compiled(x)[:n]
+
+    run(x)  # compiles now: a failure is a build failure
+    return run
+
+
+def _example(x: torch.Tensor) -> torch.Tensor:
+    """A small input of ``x``'s kind to trace the graph with: tracing runs one forward, and
+    the graph does not depend on the size (the real shape is set after, or left dynamic)."""
+    return x.new_zeros((1, *x.shape[1:2], *(min(s, 32) for s in x.shape[2:])))
+
+
+def _build_onnx(forward: Forward, x: torch.Tensor):
+    import onnxruntime as ort
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
+        warnings.simplefilter("ignore")
+        torch.onnx.export(forward, (_example(x),), cast(Any, buffer), dynamo=False,
+                          input_names=["x"], output_names=["z"], do_constant_folding=True,
+                          dynamic_axes={"x": {0: "n", 2: "d", 3: "h", 4: "w"}, "z": {0: "n"}})
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(buffer.getvalue(), options,
+                                   providers=["CPUExecutionProvider"])
+
+    def run(x):
+        (z,) = session.run(["z"], {"x": x.float().contiguous().numpy()})
+        return torch.from_numpy(z)
+
+    return run
+
+
+def _build_openvino(forward: Forward, x: torch.Tensor):
+    import openvino as ov
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = ov.convert_model(forward, example_input=_example(x),
+                                 input=[ov.PartialShape([-1, *x.shape[1:]])])
+    compiled = ov.Core().compile_model(model, "CPU", {
+        "INFERENCE_PRECISION_HINT": "f32",  # never bf16/f16 behind the user's back
+        "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+        "PERFORMANCE_HINT": "LATENCY",
+    })
+
+    def run(x):
+        return torch.from_numpy(np.asarray(compiled(x.float().contiguous().numpy())[0]))
+
+    return run
+
+
+BUILDERS = {"compile": _build_compile, "onnx": _build_onnx, "openvino": _build_openvino}
+
+
+# ---------------------------------------------------------------- the runner transform uses
+class Built:
+    """A built backend for one key: ``run(x)`` and what it was built from."""
+
+    def __init__(self, name: str, run, module: torch.nn.Module, versions: tuple[int, ...],
+                 build_s: float, error: float | None = None) -> None:
+        self.name = name
+        self.run = run
+        self.module = module
+        self.versions = versions
+        self.build_s = build_s
+        self.error = error  # relative error on the first image, once checked
+
+
+def _versions(module: torch.nn.Module) -> tuple[int, ...]:
+    """The in-place version counters of the weights: any change to them rebuilds."""
+    return tuple(t._version for t in (*module.parameters(), *module.buffers()))
+
+
+class Inference:
+    """Embed batches with the backend ``est.inference`` asks for, building it on first use.
+
+    Created by ``transform`` before any image is read (unknown value: the estimator's
+    InvalidParameterError; missing package: ImportError with the install hint), then called
+    on each batch inside ``torch.inference_mode()``.
+
+    Parameters
+    ----------
+    est : AnatCLEmbedder
+        The fitted estimator (its cache, output, precision, channels_last).
+    module : torch.nn.Module
+        The fitted AnatCLModel, in eval mode.
+    device : torch.device
+    n_images : int
+        How many images this ``transform`` embeds (for ``"auto"``).
+    image_shape : tuple of int
+    """
+
+    def __init__(self, est: Any, module: torch.nn.Module, device: torch.device,
+                 n_images: int, image_shape: tuple[int, ...]) -> None:
+        requested = check_inference(getattr(est, "inference", "auto"))
+        self.est = est
+        self.module = module
+        self.device = device
+        self.shape = tuple(image_shape)
+        self.forward = Forward(module, est.output).eval()  # exporters restore this mode
+        self.channels_last = bool(est.channels_last)
+        self.backend = choose_backend(requested, n_images, self.shape, device, est.precision)
+        if self.backend in ("onnx", "openvino"):
+            require_backend(self.backend)
+            if device.type != "cpu":
+                raise ValueError(f"inference={self.backend!r} runs on the CPU; the embedder is "
+                                 f"on {device}. Use inference='eager' or 'compile' there.")
+        if self.backend != "eager" and est.precision != "fp32" and self.backend != "compile":
+            raise ValueError(f"inference={self.backend!r} runs in float32; precision="
+                             f"{est.precision!r} needs inference='eager' or 'compile'.")
+        self.built: Built | None = None
+
+    def _eager(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        return self.forward(x)
+
+    def _key(self, batch: int) -> tuple:
+        # ONNX Runtime and OpenVINO take any batch size; compile one (smaller ones padded)
+        return (self.backend, self.est.output, self.est.precision, str(self.device),
+                self.shape, batch if self.backend == "compile" else None)
+
+    def _cached(self, batch: int) -> Built | None:
+        """A built backend for this key that takes a batch of ``batch`` (the smallest)."""
+        cache = self.est.__dict__.get("_inference_cache")
+        if not cache:
+            return None
+        key = self._key(batch)
+        versions = _versions(self.module)
+        fits = [(k[-1] or 0, built) for k, built in cache.items()
+                if k[:-1] == key[:-1] and (k[-1] is None or k[-1] >= batch)
+                and built.module is self.module and built.versions == versions]
+        return min(fits, key=lambda item: item[0])[1] if fits else None
+
+    def _build(self, x: torch.Tensor) -> Built:
+        """Build, check on ``x`` against eager, cache; a failure falls back to eager."""
+        key = self._key(len(x))
+        versions = _versions(self.module)
+        t0 = time.perf_counter()
+        try:
+            run = BUILDERS[self.backend](self.forward, x)
+            z = run(x)
+        except Exception as exc:  # noqa: BLE001 - any build failure: eager, with the reason
+            warn(f"inference={self.backend!r} could not be built ({type(exc).__name__}: "
+                 f"{' '.join(str(exc).split())[:300]}); embedding with the eager forward "
+                 "instead.", RuntimeWarning)
+            built = Built("eager", self._eager, self.module, versions, 0.0)
+        else:
+            build_s = time.perf_counter() - t0
+            # the first image is enough to catch a wrong conversion, and costs 1/len(x) of
+            # an eager batch (the whole batch was 40% of the command's overhead over 64 files)
+            error = relative_error(z[:1], self._eager(x[:1]))
+            if error <= RTOL:
+                built = Built(self.backend, run, self.module, versions, build_s, error)
+            else:
+                warn(f"inference={self.backend!r} gave embeddings {error:.3g} relative away "
+                     f"from the eager forward's on the first image (bound {RTOL:g}); embedding "
+                     "with the eager forward instead.", RuntimeWarning)
+                built = Built("eager", self._eager, self.module, versions, build_s, error)
+        cache = self.est.__dict__.get("_inference_cache")
+        if cache is None:
+            cache = self.est.__dict__.setdefault("_inference_cache", BackendCache())
+        cache[key] = built
+        return built
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """The embeddings of batch ``x`` (already on the device)."""
+        if self.backend == "eager":
+            return self._eager(x)
+        if self.built is None:
+            self.built = self._cached(len(x))
+            if self.built is None:
+                self.built = self._build(x)
+        return self.built.run(x)
+
+
+@contextlib.contextmanager
+def batches(images: Any, batch_size: int, num_workers: int, pin_memory: bool):
+    """The batches (tensors of shape (b, 1, D, H, W)) of ``transform``, as a context manager.
+
+    With ``num_workers=0`` a background thread reads ahead (embedder/_prefetch.py) and ends
+    when the block ends, however it ends; otherwise a DataLoader with that many worker
+    processes.
+    """
+    from ._prefetch import prefetch_batches
+    from ._data import SubjectDataset
+
+    if num_workers > 0:
+        loader = torch.utils.data.DataLoader(
+            SubjectDataset(images), batch_size=batch_size, shuffle=False,
+            num_workers=num_workers, pin_memory=pin_memory)
+        yield (batch["x"] for batch, _ in loader)
+        return
+    sources = images.sources
+
+    def describe(i):
+        return str(sources[i]) if i < len(sources) else ""
+
+    reader: Any = prefetch_batches(images.load, len(images), batch_size, describe=describe)
+    def tensors():
+        for b in reader:
+            x = torch.from_numpy(b)[:, None]
+            yield x.pin_memory() if pin_memory else x
+
+    try:
+        yield tensors()
+    finally:
+        reader.close()
