@@ -77,7 +77,7 @@ def weights_record(weights: str, fold: int) -> dict:
     from ..models import OFFICIAL_WEIGHTS
     from ..models._identity import weights_identity
 
-    record = {"Given": weights, "Identity": weights_identity(weights, fold), "SHA256": None}
+    record: dict[str, object] = {"Given": weights, "Identity": weights_identity(weights, fold), "SHA256": None}
     if weights in OFFICIAL_WEIGHTS:
         from ..models._official import _expected_sha256
 

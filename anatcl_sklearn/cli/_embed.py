@@ -17,7 +17,8 @@ import warnings
 from ..images._tables import TABLE_EXTENSIONS
 from ._bids_output import OutputError, check_sources, open_derivative
 from ._errors import error, flag_words
-from ._types import number
+from ._reporter import Reporter
+from ._types import choices, number
 
 PROG = "anatcl-sklearn embed"
 #: Precision of ``--precision auto`` on the CPU (on CUDA it is "bf16").
@@ -91,7 +92,7 @@ def build_parser():
     p.add_argument("--batch-size", type=number(int, 1), default=8, help="images per batch (default 8)")
     p.add_argument("--output-kind", choices=("encoder", "projection"), default="encoder",
                    help="encoder features (512 for ResNet-18) or the 128-d projection")
-    p.add_argument("--inference", choices=("auto", "eager", "compile", "onnx", "openvino"),
+    p.add_argument("--inference", choices=choices("inference"),
                    default="auto", help="how the encoder runs (default auto: eager for a few "
                    "images, the fastest installed backend for many)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
@@ -222,45 +223,6 @@ def _name_rows(message, labels):
     if match and label(match.group(1)) and labels[int(match.group(1))] not in message:
         message += f" (INPUT[{match.group(1)}] is {label(match.group(1))})"
     return message
-
-
-# ---------------------------------------------------------------- reporting
-class _Reporter:
-    """Progress line, summary and warnings on stderr; each distinct warning shown once."""
-
-    def __init__(self, quiet):
-        self.quiet = quiet
-        self.seen = set()
-        self.open_line = False
-
-    @property
-    def tty(self):
-        try:
-            return sys.stderr.isatty()
-        except (AttributeError, ValueError):
-            return False
-
-    def _write(self, text):
-        sys.stderr.write(text)
-        sys.stderr.flush()
-
-    def warn(self, message, category=UserWarning, *args, **kwargs):
-        key = (category, str(message))
-        if key in self.seen:
-            return
-        self.seen.add(key)
-        self.end_line()
-        self._write(f"{PROG}: warning: {flag_words(message)}\n")
-
-    def progress(self, done, total):
-        if not self.quiet and self.tty:
-            self._write(f"\rembedding {done}/{total} images")
-            self.open_line = True
-
-    def end_line(self):
-        if self.open_line:
-            self._write("\n")
-            self.open_line = False
 
 
 # ---------------------------------------------------------------- writing
@@ -445,7 +407,7 @@ def main(argv=None):
         interrupted. Usage errors exit through :class:`SystemExit` with status 2.
     """
     args = build_parser().parse_args(sys.argv[2:] if argv is None else argv)
-    reporter = _Reporter(args.quiet)
+    reporter = Reporter(args.quiet, PROG)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("always")

@@ -100,7 +100,7 @@ def choices(name: str) -> list[str]:
     ordered = {"method": _options.METHODS, "descriptor": _options.DESCRIPTORS,
                "kernel": _options.AGE_KERNELS, "precision": _params.PRECISIONS,
                "cache": _params.CACHES, "cache_dtype": _params.CACHE_DTYPES,
-               "output": _params.OUTPUTS}
+               "output": _params.OUTPUTS, "inference": _params.BACKENDS}
     if name in ordered:
         return list(ordered[name])
     from sklearn.utils._param_validation import StrOptions

@@ -236,7 +236,7 @@ def _rows(maps):
     rows = []
     for m in maps:
         e = m["entities"]
-        row = {"participant_id": f"sub-{e['sub']}"}
+        row: dict[str, object] = {"participant_id": f"sub-{e['sub']}"}
         if has["ses"]:
             row["session_id"] = f"ses-{e['ses']}" if "ses" in e else None
         if has["run"]:

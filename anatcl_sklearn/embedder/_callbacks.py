@@ -274,7 +274,7 @@ def _optimizer_problem(saved, optimizer):
     if len(saved["param_groups"]) != len(current["param_groups"]):
         return (f"its optimizer state has {len(saved['param_groups'])} parameter group(s), not "
                 f"{len(current['param_groups'])}")
-    shapes = {}
+    shapes: dict = {}
     for old, now, live in zip(saved["param_groups"], current["param_groups"],
                               optimizer.param_groups):
         if not (isinstance(old, dict) and isinstance(old.get("params"), list)

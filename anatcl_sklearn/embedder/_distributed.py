@@ -87,7 +87,7 @@ def agree(ctx, fn, gather=False):
         result = fn()
     except Exception as exc:  # noqa: BLE001 - re-raised below, after telling the others
         error = exc
-    messages = [None] * ctx.world
+    messages: list = [None] * ctx.world
     mine = None if error is None else f"{type(error).__name__}: {error}"
     dist.all_gather_object(messages, (mine, result if gather and error is None else None))
     if error is not None:

@@ -15,6 +15,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..anatomy._training import SCALINGS
 from ..exceptions import InvalidParameterError
+from ._inference import BACKENDS
 from ..losses._options import (
     AGE_KERNELS,
     LOSS_CONSTRAINTS,
@@ -69,7 +70,7 @@ PARAMETER_CONSTRAINTS = {
     "precision": [StrOptions(set(PRECISIONS))],
     "channels_last": ["boolean"],
     "compile": ["boolean"],
-    "inference": [StrOptions({"auto", "eager", "compile", "onnx", "openvino"})],
+    "inference": [StrOptions(set(BACKENDS))],
     "cache": [StrOptions(set(CACHES))],
     "cache_dtype": [StrOptions(set(CACHE_DTYPES))],
     "pretrained": "no_validation",  # five forms (name, folder, hf://, path, weights): models/

@@ -136,6 +136,7 @@ def _decide(est, X, y, age, anatomy, launcher, train):
         anatomy_scaler, anatomy = _scale_anatomy(est, anatomy)
     else:  # a frozen encoder: fit only loads weights (and the scaler they were saved with)
         age = anatomy = None
+        assert weights is not None  # a frozen fit has pretrained weights (checked above)
         saved = getattr(weights.model, "pretrained_config", None)
         if saved:
             from ._sharing import scaler_from_config
@@ -227,9 +228,9 @@ def _parameter_bytes(est, weights):
     else:
         from ..models import AnatCLModel
 
+        head: dict[str, Any] = {"out_dim": 1, "normalize": False} if est.method == "l1" else {}
         with torch.device("meta"):
-            model = AnatCLModel(est.arch, **({"out_dim": 1, "normalize": False}
-                                             if est.method == "l1" else {}))
+            model = AnatCLModel(est.arch, **head)
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
