@@ -43,55 +43,6 @@ DOCUMENTED_SUBPACKAGES = (
     "anatcl_sklearn.exceptions",
 )
 
-# TEMPORARY: the public names still unannotated when this test was written, each living in a
-# file another helper of this round owns (and annotates in parallel on their branch). The lead
-# empties this set after merging everyone; from then on it must stay empty. Keys are the
-# qualified names the failure messages print; the comments name the files.
-_PENDING_OTHER_OWNERS: frozenset[str] = frozenset({
-    # embedder/_embedder.py (plan; infer hooks)
-    "anatcl_sklearn.embedder._embedder.AnatCLEmbedder.__init__",
-    "anatcl_sklearn.embedder._embedder.AnatCLEmbedder.fit",
-    "anatcl_sklearn.embedder._embedder.AnatCLEmbedder.push_to_hub",
-    "anatcl_sklearn.embedder._embedder.AnatCLEmbedder.save_pretrained",
-    "anatcl_sklearn.embedder._embedder.AnatCLEmbedder.transform",
-    # embedder/_net.py (plan)
-    "anatcl_sklearn.embedder._net.ContrastiveNet.__init__",
-    "anatcl_sklearn.embedder._net.ContrastiveNet.get_default_callbacks",
-    "anatcl_sklearn.embedder._net.ContrastiveNet.get_loss",
-    "anatcl_sklearn.embedder._net.ContrastiveNet.infer",
-    "anatcl_sklearn.embedder._net.ContrastiveNet.train_step",
-    "anatcl_sklearn.embedder._net.ContrastiveNet.train_step_single",
-    # losses/_contrastive.py (plan)
-    "anatcl_sklearn.losses._contrastive.anatcl_loss",
-    "anatcl_sklearn.losses._contrastive.expw_loss",
-    "anatcl_sklearn.losses._contrastive.simclr_loss",
-    "anatcl_sklearn.losses._contrastive.yaware_loss",
-    # models/_official.py (plan)
-    "anatcl_sklearn.models._official.fetch_official_weights",
-    "anatcl_sklearn.models._official.resolve_pretrained",
-    # images/_checking.py (hostile)
-    "anatcl_sklearn.images._checking.check_images",
-    # images/_conform.py (hostile)
-    "anatcl_sklearn.images._conform.conform_image",
-    "anatcl_sklearn.images._conform.split_4d",
-    # images/_reading.py (hostile)
-    "anatcl_sklearn.images._reading.ImageCollection.__init__",
-    "anatcl_sklearn.images._reading.ImageCollection.in_memory",
-    "anatcl_sklearn.images._reading.ImageCollection.load",
-    "anatcl_sklearn.images._reading.ImageCollection.load_batch",
-    "anatcl_sklearn.images._reading.ImageCollection.sources",
-    "anatcl_sklearn.images._reading.ImageCollection.subset",
-    "anatcl_sklearn.images._reading.ImageCollection.update_identity",
-    # models/_checkpoint.py (hostile)
-    "anatcl_sklearn.models._checkpoint.load_checkpoint",
-    # models/_saved.py (hostile)
-    "anatcl_sklearn.models._saved.load_model_dir",
-    "anatcl_sklearn.models._saved.save_model_dir",
-    # evaluation/_cohorts.py (bids)
-    "anatcl_sklearn.evaluation._cohorts.load_cohort",
-})
-
-
 def public_modules() -> list[str]:
     """anatcl_sklearn, the documented sub-packages, and every public module found below it."""
     names = {PACKAGE, *DOCUMENTED_SUBPACKAGES}
@@ -193,15 +144,8 @@ def test_public_modules_are_found():
 
 def test_every_public_name_is_annotated():
     problems = unannotated_public_names()
-    new = {name: missing for name, missing in problems.items() if name not in _PENDING_OTHER_OWNERS}
-    assert not new, "unannotated public names (qualified name: missing annotations):\n" + "\n".join(
-        f"  {name}: {', '.join(missing)}" for name, missing in sorted(new.items()))
-
-
-def test_pending_allow_list_holds_only_unannotated_names():
-    """The temporary allow-list shrinks: a name annotated since must leave it."""
-    stale = sorted(_PENDING_OTHER_OWNERS - set(unannotated_public_names()))
-    assert not stale, f"annotated now, remove from _PENDING_OTHER_OWNERS: {stale}"
+    assert not problems, "unannotated public names (qualified name: missing annotations):\n" + (
+        "\n".join(f"  {name}: {', '.join(missing)}" for name, missing in sorted(problems.items())))
 
 
 def test_the_check_catches_what_it_should():

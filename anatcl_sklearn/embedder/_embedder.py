@@ -10,6 +10,7 @@ encoder.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from sklearn.base import (
 )
 from sklearn.utils.validation import check_is_fitted
 
+from .._typing import Device, PathLike, RandomState
 from ..images._grid import (
     affine_mismatch,
     affine_or_openbhb,
@@ -214,46 +216,46 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, SharingM
 
     def __init__(
         self,
-        method="anatcl",
-        descriptor="global",
-        sigma=2.0,
-        kernel="rbf",
-        lambda_age=1.0,
-        lambda_anat=1.0,
-        temperature=0.1,
-        arch="resnet18",
-        augment="none",
-        max_epochs=300,
-        batch_size=32,
-        lr=1e-4,
-        lr_step=10,
-        lr_gamma=0.9,
-        weight_decay=5e-5,
-        device="auto",
-        distributed="auto",
-        sync_batchnorm=False,
-        data_parallel="auto",
-        precision="fp32",
-        channels_last=False,
-        compile=False,
-        inference="auto",
-        cache="none",
-        cache_dtype="float16",
-        pretrained=None,
-        fold=0,
-        finetune=False,
-        conform=False,
-        output="encoder",
-        anatomy_scaling="auto",
-        use_y_as_age=False,
-        num_workers=0,
-        checkpoint_dir=None,
-        early_stopping=None,
-        callbacks=None,
-        net_params=None,
-        random_state=None,
-        verbose=1,
-    ):
+        method: str = "anatcl",
+        descriptor: str = "global",
+        sigma: float = 2.0,
+        kernel: str = "rbf",
+        lambda_age: float = 1.0,
+        lambda_anat: float = 1.0,
+        temperature: float = 0.1,
+        arch: str = "resnet18",
+        augment: str | Sequence[str] | None = "none",
+        max_epochs: int = 300,
+        batch_size: int = 32,
+        lr: float = 1e-4,
+        lr_step: int = 10,
+        lr_gamma: float = 0.9,
+        weight_decay: float = 5e-5,
+        device: Device = "auto",
+        distributed: bool | str = "auto",
+        sync_batchnorm: bool = False,
+        data_parallel: bool | str = "auto",
+        precision: str = "fp32",
+        channels_last: bool = False,
+        compile: bool = False,
+        inference: str = "auto",
+        cache: str = "none",
+        cache_dtype: str = "float16",
+        pretrained: PathLike | Mapping[str, Any] | None = None,
+        fold: int = 0,
+        finetune: bool = False,
+        conform: bool = False,
+        output: str = "encoder",
+        anatomy_scaling: str = "auto",
+        use_y_as_age: bool = False,
+        num_workers: int = 0,
+        checkpoint_dir: PathLike | None = None,
+        early_stopping: int | None = None,
+        callbacks: Sequence[Any] | None = None,
+        net_params: dict[str, Any] | None = None,
+        random_state: RandomState = None,
+        verbose: int = 1,
+    ) -> None:
         self.method = method
         self.descriptor = descriptor
         self.sigma = sigma

@@ -1,10 +1,13 @@
 """A downstream cohort on disk: a participants table beside its grey-matter maps."""
 
+from __future__ import annotations
+
 import os
 from pathlib import Path
 
 from sklearn.utils import Bunch
 
+from .._typing import PathLike
 from ..exceptions import warn
 from ..images._tables import read_image_table
 
@@ -29,7 +32,14 @@ def _table_path(root, table):
     return found[0]
 
 
-def load_cohort(root, *, table=None, image_column=None, pattern=None, on_missing="raise"):
+def load_cohort(
+    root: PathLike,
+    *,
+    table: str | None = None,
+    image_column: str | None = None,
+    pattern: str | None = None,
+    on_missing: str = "raise",
+) -> Bunch:
     """Read a downstream cohort: its participants table and the paths of its images.
 
     The gallery's real-data mode reads ADNI, OASIS-3, SchizConnect or ABIDE images this

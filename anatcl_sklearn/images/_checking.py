@@ -8,13 +8,17 @@ resampled as it is read), but every image must carry an affine unless it is alre
 target's shape.
 """
 
+from __future__ import annotations
+
 import os
 import sys
+from collections.abc import Sequence
 
 import nibabel as nib
 import numpy as np
 from nibabel.spatialimages import SpatialImage
 
+from .._typing import ArrayLike, Images
 from ._files import (
     affine_of,
     check_dtype,
@@ -56,7 +60,14 @@ _ACCEPTED = (
 )
 
 
-def check_images(X, *, name="X", check_finite="auto", warn_grid=True, conform=False):
+def check_images(
+    X: Images,
+    *,
+    name: str = "X",
+    check_finite: bool | str = "auto",
+    warn_grid: bool = True,
+    conform: bool | tuple[Sequence[int], ArrayLike] = False,
+) -> ImageCollection:
     """Validate images given in any supported form and wrap them in a lazy collection.
 
     Everything knowable from headers is checked here, before any training: types, the
@@ -217,7 +228,8 @@ def _four_d_hint(path, name):
     try:
         p = os.fspath(path)
         if isinstance(p, str) and p.lower().endswith((".nii", ".nii.gz")) and os.path.isfile(p):
-            shape = nib.load(p).shape
+            image = nib.load(p)
+            shape = image.shape if isinstance(image, SpatialImage) else ()
             if len(shape) == 4 and shape[3] > 1:
                 return _four_d_message(name, None, shape, os.path.abspath(p))
     except Exception:
@@ -291,7 +303,7 @@ def _item_images(X, name, check_finite, target=None):
                                                     item_shape, target))
             items.append(item)
             continue
-        if shape is None:
+        if first is None:  # set with shape
             shape, first = item_shape, (i, source)
         elif item_shape != shape:
             raise ValueError(

@@ -13,12 +13,16 @@ float32, zero outside the source's field of view.
 grey-matter file), for inputs that must hold one subject per element.
 """
 
+from __future__ import annotations
+
 import os
+from collections.abc import Sequence
 
 import nibabel as nib
 import numpy as np
 from nibabel.spatialimages import SpatialImage
 
+from .._typing import ArrayLike, PathLike
 from ..exceptions import ImageReadError
 from ._files import (
     affine_of,
@@ -46,7 +50,12 @@ INTERPOLATIONS = {"nearest": 0, "linear": 1, "cubic": 3}
 _EXACT_ATOL = 1e-4
 
 
-def conform_image(img, shape=OPENBHB_SHAPE, affine=OPENBHB_AFFINE, interpolation="linear"):
+def conform_image(
+    img: PathLike | SpatialImage,
+    shape: Sequence[int] = OPENBHB_SHAPE,
+    affine: ArrayLike = OPENBHB_AFFINE,
+    interpolation: str = "linear",
+) -> nib.Nifti1Image:
     """Put one 3-D image on a target grid (by default OpenBHB's), through its affine.
 
     Orientation, voxel size and field of view are all taken from the image's affine: a LAS
@@ -332,7 +341,7 @@ class _VolumeProxy:
         return np.asarray(self)[key]
 
 
-def split_4d(img):
+def split_4d(img: PathLike | SpatialImage) -> list[SpatialImage]:
     """One lazy 3-D image per volume of a 4-D image (e.g. FSL-VBM's merged grey-matter file).
 
     Nothing is read but the header: each returned image reads its own volume when loaded,
@@ -351,16 +360,16 @@ def split_4d(img):
     volumes : list of nibabel.Nifti1Image
         ``img.shape[3]`` images of ``img.shape[:3]``, each with ``img``'s affine.
     """
-    label, img = _as_image(img, "img", lazy=True)
-    path = img.get_filename()
-    shape = tuple(img.shape)
+    label, image = _as_image(img, "img", lazy=True)
+    path = image.get_filename()
+    shape = tuple(image.shape)
     if len(shape) == 3:
-        return [img]
+        return [image]
     if len(shape) != 4:
         raise ValueError(f"img {label} has shape {shape}; expected a 4-D (or 3-D) image.")
-    if img.affine is None:
+    if image.affine is None:
         raise ValueError(f"img {label} has no affine.")
-    header = img.header.copy()
+    header = image.header.copy()
     header.set_data_shape(shape[:3])
-    return [nib.Nifti1Image(_VolumeProxy(img.dataobj, t, path), img.affine.copy(), header)
+    return [nib.Nifti1Image(_VolumeProxy(image.dataobj, t, path), image.affine.copy(), header)
             for t in range(shape[3])]

@@ -7,16 +7,23 @@ cohort of thousands of files never sits in memory. A collection may carry a targ
 are read by :mod:`._files` (a ``.nii.gz`` checked against its gzip checksum).
 """
 
+from __future__ import annotations
+
 import math
 import operator
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, NamedTuple, SupportsIndex
 
 import nibabel as nib
 import numpy as np
 
+from .._typing import ArrayLike, NDArray
 from ._conform import _VolumeProxy, check_coverage, conform_data
 from ._files import ImageReadError, image_voxels, load_nifti, nonfinite_voxels, out_of_memory
 from ._identity import array_identity, item_identity
+
+if TYPE_CHECKING:
+    import hashlib
 
 __all__ = ["ImageCollection"]
 
@@ -80,8 +87,9 @@ class ImageCollection:
         Whether :meth:`load` refuses volumes with NaN or inf voxels (any value but False).
     """
 
-    def __init__(self, shape, zooms, positions, *, name="X", check_finite="auto",
-                 affine=None, conformed=False):
+    def __init__(self, shape: Sequence[int], zooms: Sequence[float] | None,
+                 positions: ArrayLike, *, name: str = "X", check_finite: bool | str = "auto",
+                 affine: ArrayLike | None = None, conformed: bool = False) -> None:
         self.shape = tuple(int(s) for s in shape)
         self.zooms = None if zooms is None else tuple(float(z) for z in zooms)
         self.affine = None if affine is None else np.array(affine, dtype=np.float64)
@@ -118,7 +126,7 @@ class ImageCollection:
                 self._check_volume_finite(self._read(pos), pos)
 
     # -- public interface --------------------------------------------------------------
-    def update_identity(self, h):
+    def update_identity(self, h: hashlib._Hash) -> None:
         """Feed what identifies these images into the hash ``h`` (e.g. :func:`hashlib.sha256`).
 
         Arrays by content (a memory map by its file, offset and layout), files by path, size and
@@ -130,16 +138,16 @@ class ImageCollection:
         return len(self._positions)
 
     @property
-    def sources(self):
+    def sources(self) -> list[str]:
         """list of str : One description per image (see the class docstring)."""
         return [self._source_at(pos) for pos in self._positions]
 
     @property
-    def in_memory(self):
+    def in_memory(self) -> bool:
         """bool : True when loading reads no file (in-memory arrays and images only)."""
         return all(self._in_memory_at(pos) for pos in self._positions)
 
-    def load(self, i):
+    def load(self, i: SupportsIndex) -> NDArray[np.float32]:
         """Read one volume.
 
         Parameters
@@ -168,7 +176,7 @@ class ImageCollection:
             self._check_volume_finite(volume, pos)
         return volume
 
-    def load_batch(self, indices):
+    def load_batch(self, indices: ArrayLike | slice) -> NDArray[np.float32]:
         """Read several volumes into one array.
 
         Parameters
@@ -190,7 +198,7 @@ class ImageCollection:
                 self._check_volume_finite(out[row], pos)
         return out
 
-    def subset(self, indices):
+    def subset(self, indices: ArrayLike | slice) -> ImageCollection:
         """Select images without reading any voxels.
 
         Parameters
@@ -350,6 +358,7 @@ class _ItemImages(ImageCollection):
                 volume, item = self._read(pos, conform=False), self._items[pos]
                 self._check_volume_finite(volume, pos)
                 if self.conformed and item.affine is not None:  # off the grid: refused now
+                    assert self.affine is not None  # conformed: the target grid's affine
                     check_coverage(volume, item.affine, self.shape, self.affine,
                                    f"{self._name}: {_label(self._source_at(pos))}")
 
@@ -384,6 +393,7 @@ class _ItemImages(ImageCollection):
                 if nonfinite_voxels(raw):
                     # interpolation would smear NaN over neighbours: report it as it is
                     return np.full(self.shape, np.nan, dtype=np.float32)
+                assert self.affine is not None  # conformed: the target grid's affine
                 check_coverage(raw, item.affine, self.shape, self.affine, f"{self._name}: {source}")
                 return conform_data(raw, item.affine, self.shape, self.affine, self._order)
             if item.kind == "nifti":

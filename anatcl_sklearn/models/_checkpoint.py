@@ -1,16 +1,20 @@
 """Safe loading of AnatCL checkpoints into :class:`AnatCLModel`."""
 
+from __future__ import annotations
+
 import _compat_pickle
 import argparse
 import contextlib
 import os
 import pickle
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from .._typing import Device, PathLike
 from ..exceptions import warn
 from ._anatcl_model import AnatCLModel
 from ._checkpoint_head import (
@@ -35,14 +39,14 @@ _N_LISTED = 5
 
 
 def load_checkpoint(
-    path_or_dict,
-    arch="resnet18",
-    map_location="cpu",
-    strict=True,
+    path_or_dict: PathLike | Mapping[str, Any],
+    arch: str = "resnet18",
+    map_location: Device | Callable[..., Any] | dict[str, str] = "cpu",
+    strict: bool = True,
     *,
-    out_dim=128,
-    normalize=True,
-):
+    out_dim: int = 128,
+    normalize: bool = True,
+) -> AnatCLModel:
     """Build an :class:`AnatCLModel` and load saved weights into it.
 
     Reads the released AnatCL files (``torch.save`` of a dict with keys

@@ -7,16 +7,21 @@ in a JSON config, and a human-readable card. This module is the one reader
 checkpoint converter and the official weights' cache all go through it.
 """
 
+from __future__ import annotations
+
 import datetime
 import json
 import os
 import platform
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from .._atomic import atomic_write, atomic_write_text
+from .._typing import Device, PathLike
 from ._anatcl_model import AnatCLModel
 from ._resnet3d import ARCHITECTURES
 
@@ -44,7 +49,12 @@ def is_model_dir(path):
 # -- writing ----------------------------------------------------------------------------
 
 
-def save_model_dir(directory, model, config, card):
+def save_model_dir(
+    directory: PathLike,
+    model: AnatCLModel,
+    config: Mapping[str, Any],
+    card: str | Callable[[dict[str, Any]], str],
+) -> dict[str, Any]:
     """Write a saved-model folder: weights, config (completed here) and model card.
 
     Parameters
@@ -128,7 +138,7 @@ def existing_model_files(directory):
             if os.path.lexists(os.path.join(os.fspath(directory), n))]
 
 
-def _prepare_dir(directory):
+def _prepare_dir(directory: object) -> Path:
     if not isinstance(directory, (str, os.PathLike)):
         raise TypeError(f"directory must be a path; got {type(directory).__name__}.")
     directory = Path(directory).expanduser()
@@ -149,7 +159,8 @@ def _input_section(shape, affine):
         from ..images import OPENBHB_AFFINE, OPENBHB_SHAPE
 
         shape, affine = OPENBHB_SHAPE, OPENBHB_AFFINE  # the released weights' grid
-    section = dict(shape=[int(s) for s in shape], affine=None, voxel_size=None, orientation=None)
+    section: dict[str, Any] = dict(shape=[int(s) for s in shape], affine=None, voxel_size=None,
+                                   orientation=None)
     if affine is not None:
         from ..images._grid import axcodes, check_affine, zooms_of_affine
 
@@ -185,7 +196,9 @@ def _jsonable(obj):
 # -- reading ----------------------------------------------------------------------------
 
 
-def load_model_dir(directory, map_location="cpu"):
+def load_model_dir(
+    directory: PathLike, map_location: Device = "cpu",
+) -> tuple[AnatCLModel, dict[str, Any]]:
     """Load a saved-model folder, with no unpickling at all.
 
     ``config.json`` is parsed as JSON and validated (format, architecture, output size,
