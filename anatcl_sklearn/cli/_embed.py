@@ -177,7 +177,7 @@ def expand_inputs(inputs):
     UserError
         If a pattern matches no file or a list file is missing, unreadable or malformed.
     """
-    paths = []
+    paths: list[str] = []
     for arg in inputs:
         ext = os.path.splitext(arg)[1].lower()
         if not os.path.lexists(arg) and any(c in arg for c in "*?["):
@@ -203,7 +203,7 @@ def _split_volumes(paths):
         shape = ()
         if path.lower().endswith((".nii", ".nii.gz")) and os.path.isfile(path):
             try:
-                shape = nibabel.load(path).shape
+                shape = nibabel.load(path).shape  # type: ignore[attr-defined]
             except Exception:  # noqa: BLE001  unreadable: check_images says why
                 pass
         if len(shape) == 4 and shape[3] > 1:

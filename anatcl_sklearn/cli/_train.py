@@ -10,6 +10,7 @@ resumes from the last finished epoch.
 """
 
 import argparse
+from typing import Any
 import os
 import sys
 from pathlib import Path
@@ -195,7 +196,8 @@ def load_data(args):
         from ..datasets import load_openbhb
 
         data = load_openbhb(args.openbhb, split=args.split)
-        images, age, anatomy = [str(p) for p in data.images], data.age, data.anatomy
+        images: Any = [str(p) for p in data.images]
+        age, anatomy = data.age, data.anatomy
         what = f"OpenBHB {args.split} split at {args.openbhb}"
     elif args.images is not None:
         images, age, anatomy, what = _read_table(args)

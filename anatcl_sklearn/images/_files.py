@@ -22,6 +22,8 @@ import os
 import stat
 import zlib
 
+from typing import Any
+
 import nibabel as nib
 import numpy as np
 from nibabel.arrayproxy import ArrayProxy
@@ -85,7 +87,7 @@ def load_nifti(path, name="X"):
     check_regular_file(path, name)
     if not path.lower().endswith(".gz"):
         try:
-            img = nib.load(path, mmap=False)
+            img: Any = nib.load(path, mmap=False)
         except MemoryError as exc:
             raise out_of_memory(f"{name}: '{path}'", exc) from exc
         except (FileNotFoundError, PermissionError):
@@ -317,7 +319,7 @@ def npy_header(path, i, name):
 def nifti_header(path, i, name):
     check_regular_file(path, f"{name}[{i}]")
     try:
-        img = nib.load(path)  # parses the header; voxels stay on disk
+        img: Any = nib.load(path)  # parses the header; voxels stay on disk
     except MemoryError as exc:
         raise out_of_memory(f"{name}[{i}] '{path}'", exc) from exc
     except (FileNotFoundError, PermissionError):
@@ -347,7 +349,7 @@ def affine_of(img, what="the image"):
         affine = check_affine(affine, f"the affine of {what}")
     except TypeError as exc:
         raise ValueError(str(exc)) from None
-    header = getattr(img, "header", None)
+    header: Any = getattr(img, "header", None)
     try:
         uncoded = int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0
     except (TypeError, KeyError, ValueError, IndexError):

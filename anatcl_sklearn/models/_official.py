@@ -105,7 +105,7 @@ def _check_name_fold(name, fold):
     if (
         isinstance(fold, bool)
         or not isinstance(fold, numbers.Integral)
-        or not 0 <= fold < n_folds
+        or not 0 <= int(fold) < n_folds
     ):
         raise ValueError(
             f"fold must be an integer in 0..{n_folds - 1} for {name!r} "
@@ -349,7 +349,8 @@ def _download(source, target, expected, progress, label, problem):
                 try:
                     fetch_with_retries(source, out, progress, label)
                 except FetchFailed as exc:
-                    raise fetch_error(exc, source, label, target, stale) from exc.reason
+                    raise fetch_error(exc, source, label, target, stale) from (
+                        exc.reason if isinstance(exc.reason, BaseException) else exc)
                 out.flush()
                 os.fsync(out.fileno())
             check_not_html(part, source, target)
