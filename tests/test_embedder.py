@@ -782,6 +782,35 @@ def test_a_frozen_fit_builds_no_optimizer_and_no_loss(small_brains, tmp_path):
     np.testing.assert_array_equal(again.transform(X), z)
 
 
+@pytest.mark.parametrize("problem", ["missing", "fifo", "type"])
+def test_a_wrong_image_path_fails_before_pretrained_weights_load(small_brains, tmp_path,
+                                                                monkeypatch, problem):
+    """Check first, then run: the plan loads pretrained weights before it reads the headers
+    (their grid is the target), yet a missing, non-regular or mistyped file is named before any
+    weights are downloaded or loaded (a stat each), in the words the header reader uses."""
+    import os
+
+    import nibabel as nib
+
+    from anatcl_sklearn.models import _pretrained
+
+    good = tmp_path / "good.nii"
+    nib.save(nib.Nifti1Image(np.asarray(small_brains.images[0], np.float32), np.eye(4)), good)
+    bad = tmp_path / {"missing": "gone.nii.gz", "fifo": "pipe.nii", "type": "scan.mgz"}[problem]
+    if problem == "fifo":
+        os.mkfifo(bad)
+    elif problem == "type":
+        bad.write_bytes(b"not an image")
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("weights were loaded before the image paths were checked")
+
+    monkeypatch.setattr(_pretrained, "resolve_weights", loaded)
+    error = FileNotFoundError if problem == "missing" else ValueError
+    with pytest.raises(error, match=r"X\[1\]"):
+        AnatCLEmbedder(pretrained="anatcl-global", **FAST).fit([good, bad])
+
+
 def test_a_pretrained_fit_on_another_grid_reads_each_header_once(small_brains, tmp_path,
                                                                  monkeypatch):
     """Weights recording a grid other than OpenBHB's, conform=True: the grid is decided from

@@ -116,6 +116,7 @@ def _decide(est, X, y, age, anatomy, launcher, train):
     launcher.check(est, train)
     weights = None
     if est.pretrained is not None:  # the weights first: the grid they record is the target
+        _stat_paths(X)  # but a missing or wrong file is named before any download or load
         weights = resolve_weights(est.pretrained, fold=int(est.fold), arch=est.arch,
                                   identify=train)
     target = target_grid(est.conform, *((weights.shape, weights.affine) if weights else ()),
@@ -306,3 +307,16 @@ def _resolve_anatomy(est, anatomy, n):
         raise ValueError(f"anatomy has values that are not finite in float32 (NaN, inf, or "
                          f"beyond +-3.4e38) for subjects {subj}.")
     return anatomy
+
+
+def _stat_paths(X):
+    """Name a missing, mistyped or non-regular image file from the file system's metadata alone
+    (:func:`anatcl_sklearn.images._checking.check_image_path`), so that a wrong path fails before
+    pretrained weights are downloaded or loaded; the headers are still read once, after."""
+    from ..images._checking import check_image_path
+
+    if isinstance(X, (str, bytes, os.PathLike)) or not isinstance(X, (list, tuple)):
+        return  # one path, an array, a tensor: check_images says what it needs
+    for i, element in enumerate(X):
+        if isinstance(element, (str, os.PathLike)):
+            check_image_path(element, i)

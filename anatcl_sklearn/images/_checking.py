@@ -346,25 +346,12 @@ def _check_same_grid(name, first, other):
     )
 
 
-def _read_item(element, i, name):
-    """Header of one list element as an _Item, plus its voxel size (or None)."""
-    if isinstance(element, SpatialImage):
-        check_dtype(np.dtype(element.get_data_dtype()), f"{name}[{i}] <image #{i}>")
-        return (_Item("image", element, tuple(element.shape),
-                      affine_of(element, f"{name}[{i}] <image #{i}>")),
-                zooms_of(element))
-    if isinstance(element, (np.ndarray, *_tensor_types())):
-        raise TypeError(
-            f"{name}[{i}] is an in-memory {type(element).__name__}; a list may hold paths or "
-            f"nibabel images only. Stack arrays into one of shape (n_images, D, H, W) with "
-            "np.stack."
-        )
-    if not isinstance(element, (str, os.PathLike)):
-        raise TypeError(
-            f"{name}[{i}] has type {type(element).__name__} ({_short(element)}); elements must "
-            "be paths (str or os.PathLike) to .nii, .nii.gz or .npy files, or nibabel images."
-        )
-    path = os.fspath(element)
+def check_image_path(element: object, i: int, name: str = "X") -> tuple[str, str]:
+    """``("nifti" | "npy", absolute path)`` of the path ``name[i]``, from the file system's
+    metadata alone (no file is opened): its type, that it exists and is a regular file. The one
+    rule for an image path, used by the header reader and, before any weights are loaded, by
+    :func:`anatcl_sklearn.embedder._plan.plan_fit`."""
+    path = os.fspath(element)  # type: ignore[call-overload]
     if not isinstance(path, str):
         raise TypeError(f"{name}[{i}] is a bytes path ({_short(path)}); use a str path.")
     path = os.path.abspath(os.path.expanduser(path))
@@ -383,6 +370,28 @@ def _read_item(element, i, name):
     if os.path.isdir(path):
         raise ValueError(f"{name}[{i}] '{path}' is a directory, not an image file.")
     check_regular_file(path, f"{name}[{i}]")  # a FIFO would hang the header read
+    return kind, path
+
+
+def _read_item(element, i, name):
+    """Header of one list element as an _Item, plus its voxel size (or None)."""
+    if isinstance(element, SpatialImage):
+        check_dtype(np.dtype(element.get_data_dtype()), f"{name}[{i}] <image #{i}>")
+        return (_Item("image", element, tuple(element.shape),
+                      affine_of(element, f"{name}[{i}] <image #{i}>")),
+                zooms_of(element))
+    if isinstance(element, (np.ndarray, *_tensor_types())):
+        raise TypeError(
+            f"{name}[{i}] is an in-memory {type(element).__name__}; a list may hold paths or "
+            f"nibabel images only. Stack arrays into one of shape (n_images, D, H, W) with "
+            "np.stack."
+        )
+    if not isinstance(element, (str, os.PathLike)):
+        raise TypeError(
+            f"{name}[{i}] has type {type(element).__name__} ({_short(element)}); elements must "
+            "be paths (str or os.PathLike) to .nii, .nii.gz or .npy files, or nibabel images."
+        )
+    kind, path = check_image_path(element, i, name)
     if kind == "npy":
         return _Item("npy", path, npy_header(path, i, name)), None
     raw_shape, zooms, affine = nifti_header(path, i, name)
