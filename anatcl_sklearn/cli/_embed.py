@@ -21,6 +21,9 @@ from ._reporter import Reporter
 from ._types import choices, number
 
 PROG = "anatcl-sklearn embed"
+#: How much of the volumes the up-front check decodes is kept for the embedding that follows
+#: (121 full-size volumes), instead of decoding those files a second time.
+READ_AHEAD_BYTES = 1 << 30
 #: Precision of ``--precision auto`` on the CPU (on CUDA it is "bf16").
 _CPU_DEFAULT_PRECISION = "fp32"
 _OUTPUT_EXTENSIONS = (".csv", ".parquet")
@@ -321,9 +324,11 @@ def _embed(args, reporter):
     labels = [label for label, _ in rows]
     items = [item for _, item in rows]
 
-    try:  # every file read once (its stored voxels, not conformed): damage found up front
-        images = anatcl_sklearn.check_images(items, name="INPUT", check_finite=True,
+    try:  # every file read once (its stored voxels, not conformed): damage found up front,
+        # and up to READ_AHEAD_BYTES of the decoded volumes kept for the forward's first reads
+        images = anatcl_sklearn.check_images(items, name="INPUT", check_finite="auto",
                                              warn_grid=False, conform=args.conform)
+        images._read_ahead(READ_AHEAD_BYTES)
     except (ValueError, TypeError, OSError) as exc:
         raise UserError(_name_rows(str(exc), labels)) from None
     n = len(items)

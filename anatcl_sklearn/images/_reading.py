@@ -48,7 +48,9 @@ class ImageCollection:
     Do not create it directly: :func:`check_images` builds it from arrays, paths or
     nibabel images after validating them. Volumes come out as float32 arrays of shape
     :attr:`shape` with :meth:`load` (one) or :meth:`load_batch` (several); files are
-    opened on each call, so the collection holds no voxel data of its own.
+    opened on each call, so the collection holds no voxel data of its own (but for a
+    bounded, one-use read-ahead that ``anatcl-sklearn embed``'s up-front check leaves, never
+    pickled).
 
     Parameters
     ----------
@@ -112,6 +114,24 @@ class ImageCollection:
     def _in_memory_at(self, pos):
         raise NotImplementedError
 
+    # Decoded volumes that a check pass read (:meth:`_read_ahead`), each taken by the first load
+    # of its position and then dropped: a bounded, one-use read-ahead, never pickled.
+    _warm: dict | None = None
+
+    def _take_warm(self, pos):
+        return None if self._warm is None else self._warm.pop(int(pos), None)
+
+    def _read_ahead(self, max_bytes):
+        """Read every volume now and refuse a damaged or non-finite one by name (what
+        ``check_finite=True`` does), keeping up to ``max_bytes`` of the decoded volumes for the
+        loads that follow, so a check-then-embed pass reads each file once."""
+        self._scan_finite(eager_files=True)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_warm", None)  # a worker process or a pickle gets none of the read-ahead
+        return state
+
     # the way out named by the non-finite error; callers whose users cannot set check_finite
     # (AnatCLEmbedder) clear it through _check_images
     _nonfinite_advice = ", or pass check_finite=False to skip this check"
@@ -171,7 +191,9 @@ class ImageCollection:
             If the file was deleted since :func:`check_images`.
         """
         pos = self._positions[self._check_position(i)]
-        volume = self._read(pos)
+        volume = self._take_warm(pos)
+        if volume is None:
+            volume = self._read(pos)
         if self.check_finite is not False:
             self._check_volume_finite(volume, pos)
         return volume
@@ -193,7 +215,11 @@ class ImageCollection:
         positions = self._positions[self._resolve(indices)]
         out = np.empty((len(positions), *self.shape), dtype=np.float32)
         for row, pos in enumerate(positions):
-            self._read_into(pos, out[row])
+            warm = self._take_warm(pos)
+            if warm is None:
+                self._read_into(pos, out[row])
+            else:
+                out[row] = warm
             if self.check_finite is not False:
                 self._check_volume_finite(out[row], pos)
         return out
@@ -361,6 +387,24 @@ class _ItemImages(ImageCollection):
                     assert self.affine is not None  # conformed: the target grid's affine
                     check_coverage(volume, item.affine, self.shape, self.affine,
                                    f"{self._name}: {_label(self._source_at(pos))}")
+
+    def _read_ahead(self, max_bytes):
+        # the stored voxels, as _scan_finite reads them; kept only where they are what a load
+        # returns (not conformed: conforming is left to the loads, which run alongside the
+        # forward)
+        warm: dict[int, np.ndarray] = {}
+        kept = 0
+        self._warm = warm
+        for pos in self._positions:
+            volume, item = self._read(pos, conform=False), self._items[pos]
+            self._check_volume_finite(volume, pos)
+            if self.conformed and item.affine is not None:
+                assert self.affine is not None  # conformed: the target grid's affine
+                check_coverage(volume, item.affine, self.shape, self.affine,
+                               f"{self._name}: {_label(self._source_at(pos))}")
+            elif kept + volume.nbytes <= max_bytes and tuple(volume.shape) == self.shape:
+                warm[int(pos)] = volume
+                kept += volume.nbytes
 
     def _read(self, pos, conform=True):
         item = self._items[pos]

@@ -1,0 +1,101 @@
+"""embed reads each file once: the up-front check keeps the volumes it decoded (bounded) for the
+forward's first reads (issue #21: the command's time approaching the bare forward's)."""
+
+import pickle
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from anatcl_sklearn import check_images
+from anatcl_sklearn.images import _reading
+
+SHAPE = (24, 28, 24)
+
+
+def _affine():
+    affine = np.diag([-1.5, 1.5, 1.5, 1.0])
+    affine[:3, 3] = (90.0, -126.0, -72.0)
+    return affine
+
+
+@pytest.fixture
+def paths(tmp_path):
+    out = []
+    for i in range(4):
+        data = np.random.default_rng(i).random(SHAPE, dtype=np.float32)
+        suffix = ".nii.gz" if i % 2 else ".nii"
+        nib.save(nib.Nifti1Image(data, _affine()), str(tmp_path / f"s{i}{suffix}"))
+        out.append(str(tmp_path / f"s{i}{suffix}"))
+    return out
+
+
+@pytest.fixture
+def count_reads(monkeypatch):
+    reads = []
+    original = _reading.load_nifti
+
+    def counted(path, *args, **kwargs):
+        reads.append(path)
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(_reading, "load_nifti", counted)
+    return reads
+
+
+def test_read_ahead_checks_every_file_and_serves_each_volume_once(paths, count_reads):
+    fresh = check_images(paths, check_finite=False).load_batch(slice(None))
+    count_reads.clear()
+    images = check_images(paths, check_finite="auto")
+    images._read_ahead(1 << 30)
+    assert sorted(count_reads) == sorted(paths)  # every file read (checked) once
+    np.testing.assert_array_equal(images.subset([1, 2]).load_batch(slice(None)), fresh[1:3])
+    np.testing.assert_array_equal(images.load(0), fresh[0])
+    np.testing.assert_array_equal(images.load(3), fresh[3])
+    assert sorted(count_reads) == sorted(paths)  # served from the read-ahead: no second read
+    np.testing.assert_array_equal(images.load(0), fresh[0])  # one use each: read again
+    assert count_reads.count(paths[0]) == 2
+
+
+def test_read_ahead_keeps_no_more_than_its_budget(paths, count_reads):
+    images = check_images(paths, check_finite="auto")
+    images._read_ahead(np.prod(SHAPE) * 4)  # one volume's bytes
+    assert len(images._warm) == 1
+    count_reads.clear()
+    images.load_batch(slice(None))
+    assert len(count_reads) == 3
+
+
+def test_read_ahead_refuses_a_non_finite_file_by_name(paths):
+    data = np.ones(SHAPE, dtype=np.float32)
+    data[3, 4, 5] = np.nan
+    nib.save(nib.Nifti1Image(data, _affine()), paths[2])
+    images = check_images(paths, check_finite="auto")
+    with pytest.raises(ValueError, match=r"s2\.nii"):
+        images._read_ahead(1 << 30)
+
+
+def test_a_pickled_collection_carries_no_read_ahead(paths):
+    images = check_images(paths, check_finite="auto")
+    images._read_ahead(1 << 30)
+    assert len(images._warm) == 4
+    assert pickle.loads(pickle.dumps(images))._warm is None
+    assert len(pickle.dumps(images)) < np.prod(SHAPE) * 4  # no voxels in the pickle
+
+
+def test_embed_reads_each_file_once(paths, count_reads, tmp_path, narrow_resnet):
+    """Before: the up-front check decoded every file, then the forward decoded it again."""
+    import torch
+
+    from anatcl_sklearn.__main__ import main
+    from anatcl_sklearn.models import AnatCLModel
+
+    torch.manual_seed(0)
+    weights = tmp_path / "w.pth"
+    torch.save({"opts": {"input_shape": list(SHAPE)},
+                "model": AnatCLModel("resnet18").state_dict()}, weights)
+    out = tmp_path / "emb.csv"
+    assert main(["embed", *paths, "--weights", str(weights), "--output", str(out), "-q"]) == 0
+    assert sorted(count_reads) == sorted(paths)
+    assert len(pd.read_csv(out)) == 4
