@@ -765,6 +765,17 @@ def test_a_seeded_small_fit_gives_the_embeddings_of_before_the_plan():
         np.testing.assert_allclose(out[key], reference[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
+def test_a_frozen_fit_refuses_a_typo_in_net_params(small_brains, tmp_path):
+    """A frozen fit builds no optimizer, yet still runs skorch's check of the net's
+    arguments: a typo in net_params is refused as it is when training (it passed silently)."""
+    X = small_brains.images[:4]
+    AnatCLEmbedder(**FAST).fit(X, **_meta(small_brains, slice(4))).save_pretrained(
+        tmp_path / "saved")
+    with pytest.raises(ValueError, match="iterator_train__shuffle"):
+        AnatCLEmbedder(pretrained=tmp_path / "saved", **FAST,
+                       net_params={"iterator_train_shuffle": True}).fit(X)
+
+
 def test_a_frozen_fit_builds_no_optimizer_and_no_loss(small_brains, tmp_path):
     X, meta = small_brains.images[:8], _meta(small_brains, slice(8))
     trained = AnatCLEmbedder(**FAST).fit(X, **meta)

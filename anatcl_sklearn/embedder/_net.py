@@ -88,7 +88,16 @@ class ContrastiveNet(NeuralNet):
         self._initialize_callbacks()
         self._initialize_module()
         self._initialize_history()
-        self.initialized_ = True  # skorch's parameter check needs the optimizer: not here
+        # a typo in net_params is refused here too, as in training; the loss's and the
+        # optimizer's own settings have nothing to bind to in a frozen net
+        checked = self._params_to_validate
+        self._params_to_validate = {k for k in checked
+                                    if not k.startswith(("criterion__", "optimizer__"))}
+        try:
+            self._validate_params()
+        finally:
+            self._params_to_validate = checked
+        self.initialized_ = True
         return self
 
     def __getstate__(self):
