@@ -127,8 +127,11 @@ class Derivative:
     def read_existing(self) -> None:
         """Read the folder's table and records; refuse another run's weights or settings."""
         table = os.path.join(self.folder, TABLE)
-        if not os.path.isfile(table):
+        if not os.path.lexists(table):
             return
+        if not os.path.isfile(table):  # a dangling link, a FIFO, a folder: not ours to replace
+            raise OutputError(f"--update: {table!r} is not a regular file; pass --force to "
+                              "write it anew.")
         try:
             with open(table, encoding="utf-8", newline="") as fh:
                 self.text = fh.read()
@@ -149,6 +152,9 @@ class Derivative:
                               f"weights or settings: {'; '.join(differ)}. Use another --output, "
                               "or --force to replace them.")
         lines = self.text.splitlines()
+        if not lines:
+            raise OutputError(f"--update: {table!r} is empty (not a table this command wrote); "
+                              "pass --force to write it anew.")
         self.header, self.lines = lines[0].split("\t"), lines[1:]
         missing = [c for c in self.entities if c not in self.header]
         if missing:
@@ -227,11 +233,16 @@ class Derivative:
             "SourceDatasets": [{"URL": os.path.relpath(self.source, self.folder)}],
         }
         os.makedirs(self.folder, exist_ok=True)
+        # The description is what --update trusts the table by: written last, and a replaced
+        # folder's old one removed first, so that a write failing part-way (a full disk, a
+        # kill) never leaves one run's description over another run's table.
+        described = os.path.join(self.folder, DESCRIPTION)
+        if self.header is None and os.path.lexists(described):
+            os.unlink(described)
+        atomic_write_text(table, text)
         atomic_write_text(os.path.join(self.folder, SIDECAR),
                           json.dumps(self._sidecar(names), indent=2) + "\n")
-        atomic_write_text(os.path.join(self.folder, DESCRIPTION),
-                          json.dumps(description, indent=2) + "\n")
-        atomic_write_text(table, text)
+        atomic_write_text(described, json.dumps(description, indent=2) + "\n")
         return len(frame)
 
 

@@ -1,0 +1,102 @@
+"""Red-team pass over ``embed --bids`` (a derivative folder out) and ``load_bids``: tampered
+or half-written output folders, participants / sessions tables as users write them."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from anatcl_sklearn.__main__ import main
+from anatcl_sklearn.datasets import load_bids, write_synthetic_bids
+
+SHAPE = (24, 28, 24)
+PREFIX = "anatcl-sklearn embed: error: "
+
+
+def _weights(path, seed):
+    from anatcl_sklearn.models import AnatCLModel
+
+    torch.manual_seed(seed)
+    torch.save({"opts": {"input_shape": list(SHAPE)},
+                "model": AnatCLModel("resnet18").state_dict()}, path)
+    return str(path)
+
+
+@pytest.fixture
+def study(tmp_path):
+    return write_synthetic_bids(tmp_path / "study" / "derivatives" / "cat12", n_subjects=2,
+                                shape=SHAPE)
+
+
+def run(*argv):
+    try:
+        return main(["embed", "-q", *map(str, argv)])
+    except SystemExit as exc:
+        return exc.code
+
+
+def error_line(capsys):
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(PREFIX), err
+    return lines[0]
+
+
+@pytest.mark.usefixtures("narrow_resnet")
+def test_update_over_an_empty_table_is_one_line(study, tmp_path, capsys):
+    w = _weights(tmp_path / "w.pth", 0)
+    out = tmp_path / "out"
+    assert run("--bids", study.root, "--weights", w, "--output", out) == 0
+    (out / "embeddings.tsv").write_text("")
+    assert run("--bids", study.root, "--weights", w, "--output", out, "--update") == 2
+    assert "is empty" in error_line(capsys)
+
+
+@pytest.mark.usefixtures("narrow_resnet")
+@pytest.mark.parametrize("kind", ["dangling", "fifo"])
+def test_update_over_a_table_that_is_not_a_file_is_refused(study, tmp_path, capsys, kind):
+    w = _weights(tmp_path / "w.pth", 0)
+    out = tmp_path / "out"
+    assert run("--bids", study.root, "--weights", w, "--output", out) == 0
+    table = out / "embeddings.tsv"
+    table.unlink()
+    if kind == "dangling":
+        table.symlink_to(tmp_path / "elsewhere.tsv")
+    else:
+        os.mkfifo(table)
+    assert run("--bids", study.root, "--weights", w, "--output", out, "--update") == 2
+    assert "not a regular file" in error_line(capsys)
+    assert os.path.islink(table) if kind == "dangling" else not table.is_file()
+
+
+@pytest.mark.usefixtures("narrow_resnet")
+def test_force_whose_table_write_fails_leaves_no_description_over_the_old_table(
+        study, tmp_path, capsys, monkeypatch):
+    """--force with other weights, the table's write failing (a full disk): the folder must
+    not describe the new weights over the old table, or --update trusts the mixture."""
+    import anatcl_sklearn._atomic as atomic
+
+    w0, w1 = _weights(tmp_path / "w0.pth", 0), _weights(tmp_path / "w1.pth", 1)
+    out = tmp_path / "out"
+    assert run("--bids", study.root, "--weights", w0, "--output", out) == 0
+    old_table = (out / "embeddings.tsv").read_text()
+    real = atomic.atomic_write_text
+
+    def full_disk(target, text):
+        if str(target).endswith("embeddings.tsv"):
+            raise OSError(28, "No space left on device")
+        return real(target, text)
+
+    monkeypatch.setattr(atomic, "atomic_write_text", full_disk)
+    assert run("--bids", study.root, "--weights", w1, "--output", out, "--force") == 2
+    capsys.readouterr()
+    monkeypatch.setattr(atomic, "atomic_write_text", real)
+    assert (out / "embeddings.tsv").read_text() == old_table
+    description = out / "dataset_description.json"
+    if description.exists():  # then it must still be the old run's
+        recorded = json.loads(description.read_text())["GeneratedBy"][0]["Weights"]["Given"]
+        assert recorded == w0
+    # --update with the new weights must not take the old table as theirs
+    assert run("--bids", study.root, "--weights", w1, "--output", out, "--update") == 2
+    capsys.readouterr()
