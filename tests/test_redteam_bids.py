@@ -100,3 +100,68 @@ def test_force_whose_table_write_fails_leaves_no_description_over_the_old_table(
     # --update with the new weights must not take the old table as theirs
     assert run("--bids", study.root, "--weights", w1, "--output", out, "--update") == 2
     capsys.readouterr()
+
+
+# ------------------------------------------------------------------ load_bids
+def _participants(study):
+    return os.path.join(study.root, "participants.tsv")
+
+
+def test_participants_cells_with_spaces_still_join(study):
+    path = _participants(study)
+    lines = open(path, encoding="utf-8").read().splitlines()
+    spaced = [lines[0].replace("\t", " \t")] + [line.replace("\t", " \t") + " "
+                                                for line in lines[1:]]
+    open(path, "w", encoding="utf-8").write("\n".join(spaced) + "\n")
+    with_spaces = load_bids(study.root, participants=True).frame
+    open(path, "w", encoding="utf-8").write("\n".join(lines) + "\n")
+    clean = load_bids(study.root, participants=True).frame
+    for column in ("participant_id", "sex", "diagnosis", "age"):
+        assert with_spaces[column].tolist() == clean[column].tolist(), column
+
+
+def test_sessions_ids_with_spaces_keep_the_sessions_age(study):
+    clean = load_bids(study.root, participants=True).frame["age"].tolist()
+    sfile = os.path.join(study.root, "sub-0001", "sub-0001_sessions.tsv")
+    text = open(sfile, encoding="utf-8").read()
+    open(sfile, "w", encoding="utf-8").write(text.replace("ses-02", " ses-02 "))
+    assert load_bids(study.root, participants=True).frame["age"].tolist() == clean
+
+
+@pytest.mark.parametrize("content", [b"", b"participant_id\tage\nsub-0001\t\xe9\n"])
+def test_unreadable_participants_table_is_a_valueerror_naming_it(study, content):
+    open(_participants(study), "wb").write(content)
+    with pytest.raises(ValueError, match="participants.tsv"):
+        load_bids(study.root, participants=True)
+
+
+def test_sessions_table_with_repeated_session_is_refused_by_name(study):
+    sfile = os.path.join(study.root, "sub-0001", "sub-0001_sessions.tsv")
+    text = open(sfile, encoding="utf-8").read()
+    open(sfile, "w", encoding="utf-8").write(text + text.splitlines()[1] + "\n")
+    with pytest.raises(ValueError, match="sub-0001_sessions.tsv repeats session_id"):
+        load_bids(study.root, participants=True)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "no-session-column"])
+def test_a_sessions_table_that_cannot_be_used_is_not_silently_skipped(study, kind):
+    """Skipped, every session would get the participant's (baseline) age without a word."""
+    sfile = os.path.join(study.root, "sub-0001", "sub-0001_sessions.tsv")
+    os.unlink(sfile)
+    if kind == "fifo":
+        os.mkfifo(sfile)
+    else:
+        open(sfile, "w", encoding="utf-8").write("ses\tage\nses-01\t13\nses-02\t15\n")
+    with pytest.raises(ValueError, match="sub-0001_sessions.tsv"):
+        load_bids(study.root, participants=True)
+
+
+def test_subject_folders_that_are_symlinks_are_found_and_loops_end(study, tmp_path):
+    root = study.root
+    moved = tmp_path / "elsewhere" / "sub-0002"
+    moved.parent.mkdir()
+    os.rename(os.path.join(root, "sub-0002"), moved)
+    os.symlink(moved, os.path.join(root, "sub-0002"))
+    os.symlink(root, os.path.join(root, "sub-0001", "loop"))
+    frame = load_bids(root).frame
+    assert frame["participant_id"].tolist() == ["sub-0001"] * 2 + ["sub-0002"] * 2
