@@ -165,3 +165,31 @@ def test_subject_folders_that_are_symlinks_are_found_and_loops_end(study, tmp_pa
     os.symlink(root, os.path.join(root, "sub-0001", "loop"))
     frame = load_bids(root).frame
     assert frame["participant_id"].tolist() == ["sub-0001"] * 2 + ["sub-0002"] * 2
+
+
+@pytest.mark.usefixtures("narrow_resnet")
+@pytest.mark.parametrize("update", [False, True])
+def test_a_folder_written_by_another_run_meanwhile_is_not_overwritten(
+        study, tmp_path, capsys, monkeypatch, update):
+    """Two ``embed --bids --output same`` at once: the one that ends second must not replace
+    (or half-replace: its description over the other's table) what the first wrote."""
+    from anatcl_sklearn import AnatCLEmbedder
+
+    w = _weights(tmp_path / "w.pth", 0)
+    out = tmp_path / "out"
+    out.mkdir()
+    other = "participant_id\timage\nsub-9\tx.nii\n"
+    real = AnatCLEmbedder.transform
+
+    def meanwhile(self, X):
+        if not (out / "embeddings.tsv").exists():
+            (out / "embeddings.tsv").write_text(other)
+            (out / "dataset_description.json").write_text("{}")
+        return real(self, X)
+
+    monkeypatch.setattr(AnatCLEmbedder, "transform", meanwhile)
+    flags = ["--update"] if update else []
+    assert run("--bids", study.root, "--weights", w, "--output", out, *flags) == 2
+    assert "appeared while embedding" in error_line(capsys)
+    assert (out / "embeddings.tsv").read_text() == other
+    assert (out / "dataset_description.json").read_text() == "{}"

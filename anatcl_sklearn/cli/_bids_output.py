@@ -122,6 +122,7 @@ class Derivative:
         self.header: list[str] | None = None
         self.lines: list[str] = []
         self.text = ""
+        self.force = False  # --force: replace what the folder holds, even what appears later
 
     # ------------------------------------------------------------ update
     def read_existing(self) -> None:
@@ -220,6 +221,12 @@ class Derivative:
             text = self.text if self.text.endswith("\n") else self.text + "\n"
             text += rows
         else:
+            appeared = [n for n in (TABLE, DESCRIPTION)
+                        if os.path.lexists(os.path.join(self.folder, n))]
+            if appeared and not self.force:  # another run wrote here while this one embedded
+                raise OutputError(f"--output {self.folder!r}: {appeared[0]} appeared while "
+                                  "embedding (another run?); nothing written. Run again, with "
+                                  "--update to add to it.")
             text = rows
         from .._version import __version__
 
@@ -284,6 +291,7 @@ def open_derivative(args, folder, study, weights, precision):
                       "Precision": precision, "Pipeline": study.pipeline,
                       "Space": study.space}},
         study.entities, study.root)
+    derivative.force = bool(args.force)
     if args.update:
         derivative.read_existing()
     return derivative
