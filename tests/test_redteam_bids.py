@@ -193,3 +193,37 @@ def test_a_folder_written_by_another_run_meanwhile_is_not_overwritten(
     assert "appeared while embedding" in error_line(capsys)
     assert (out / "embeddings.tsv").read_text() == other
     assert (out / "dataset_description.json").read_text() == "{}"
+
+
+_FULL_DISK_CHILD = """
+import resource, sys
+from anatcl_sklearn.models import _resnet3d
+_resnet3d._STAGE_WIDTHS = (16, 32, 64, 128)
+from anatcl_sklearn.__main__ import main
+resource.setrlimit(resource.RLIMIT_FSIZE, (4000, 4000))
+sys.exit(main(["embed", "-q", *sys.argv[1:]]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("narrow_resnet")
+def test_a_full_disk_leaves_the_previous_derivative_and_no_temporary(study, tmp_path):
+    """RLIMIT_FSIZE in a subprocess: --force over a folder fails in one line; the old table is
+    intact, no description describes the failed run, no temporary file is left."""
+    import subprocess
+    import sys
+
+    w0, w1 = _weights(tmp_path / "w0.pth", 0), _weights(tmp_path / "w1.pth", 1)
+    out = tmp_path / "out"
+    assert run("--bids", study.root, "--weights", w0, "--output", out) == 0
+    before = (out / "embeddings.tsv").read_text()
+    child = subprocess.run([sys.executable, "-c", _FULL_DISK_CHILD, "--bids", study.root,
+                            "--weights", w1, "--output", str(out), "--force"],
+                           capture_output=True, text=True, timeout=300)
+    assert child.returncode == 2, child.stderr
+    assert child.stderr.strip().startswith(PREFIX) and "File too large" in child.stderr
+    assert (out / "embeddings.tsv").read_text() == before
+    assert not any(n.startswith(".anatcl-tmp") for n in os.listdir(out))
+    if (out / "dataset_description.json").exists():
+        recorded = json.loads((out / "dataset_description.json").read_text())
+        assert recorded["GeneratedBy"][0]["Weights"]["Given"] == w0
