@@ -227,3 +227,23 @@ def test_a_full_disk_leaves_the_previous_derivative_and_no_temporary(study, tmp_
     if (out / "dataset_description.json").exists():
         recorded = json.loads((out / "dataset_description.json").read_text())
         assert recorded["GeneratedBy"][0]["Weights"]["Given"] == w0
+
+
+@pytest.mark.usefixtures("narrow_resnet")
+def test_update_from_another_study_is_refused(tmp_path, capsys):
+    """Study B's sub-0001 is not study A's: --update must not skip it as 'already there' nor
+    append B's other subjects to A's derivative."""
+    a = write_synthetic_bids(tmp_path / "A" / "cat12", n_subjects=1, shape=SHAPE)
+    b = write_synthetic_bids(tmp_path / "B" / "cat12", n_subjects=2, shape=SHAPE,
+                             random_state=1)
+    w = _weights(tmp_path / "w.pth", 0)
+    out = tmp_path / "A" / "anatcl"
+    assert run("--bids", a.root, "--weights", w, "--output", out) == 0
+    before = (out / "embeddings.tsv").read_text()
+    assert run("--bids", b.root, "--weights", w, "--output", out, "--update") == 2
+    assert "--bids" in error_line(capsys)
+    assert (out / "embeddings.tsv").read_text() == before
+    # the same study reached through a symbolic link is the same study
+    (tmp_path / "link").symlink_to(tmp_path / "A")
+    assert run("--bids", tmp_path / "link" / "cat12", "--weights", w, "--output", out,
+               "--update") == 0

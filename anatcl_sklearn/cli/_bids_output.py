@@ -137,7 +137,10 @@ class Derivative:
             with open(table, encoding="utf-8", newline="") as fh:
                 self.text = fh.read()
             with open(os.path.join(self.folder, DESCRIPTION), encoding="utf-8") as fh:
-                recorded = json.load(fh)["GeneratedBy"][0]
+                description = json.load(fh)
+            recorded = description["GeneratedBy"][0]
+            sources = description.get("SourceDatasets") or [{}]
+            source = sources[0].get("URL") if isinstance(sources[0], dict) else None
         except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
             raise OutputError(f"--update: cannot read what {self.folder!r} records ({exc}); "
                               "pass --force to write it anew.") from None
@@ -148,6 +151,10 @@ class Derivative:
                        f"{_short(new.get(key))} now"
                        for key in sorted(set(old) | set(new))
                        if key != "Given" and old.get(key) != new.get(key)]
+        if isinstance(source, str) and source:  # the maps of another study are not "new"
+            was = os.path.realpath(os.path.join(self.folder, source))
+            if was != os.path.realpath(self.source):
+                differ.append(f"--bids: {was!r} recorded, {self.source!r} now")
         if differ:
             raise OutputError(f"--update: {self.folder!r} holds embeddings made with other "
                               f"weights or settings: {'; '.join(differ)}. Use another --output, "
