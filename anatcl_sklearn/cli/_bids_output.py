@@ -13,8 +13,8 @@ The folder holds
   ``n/a``;
 - ``embeddings.json``: the sidecar describing every column.
 
-Each file is written atomically. ``--update`` reads what the folder records: a run whose
-weights or settings differ is refused, naming them; otherwise only the maps whose entities
+Each file is written atomically, the description last. ``--update`` reads what the folder
+records: a run whose weights, settings or input folder differ is refused, naming them; otherwise only the maps whose entities
 the table lacks are embedded and appended, the existing rows left byte for byte.
 """
 
