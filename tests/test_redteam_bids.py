@@ -247,3 +247,16 @@ def test_update_from_another_study_is_refused(tmp_path, capsys):
     (tmp_path / "link").symlink_to(tmp_path / "A")
     assert run("--bids", tmp_path / "link" / "cat12", "--weights", w, "--output", out,
                "--update") == 0
+
+
+def test_a_session_missing_from_its_sessions_table_warns_that_it_takes_the_baseline_age(study):
+    sfile = os.path.join(study.root, "sub-0001", "sub-0001_sessions.tsv")
+    lines = open(sfile, encoding="utf-8").read().splitlines()
+    open(sfile, "w", encoding="utf-8").write("\n".join(lines[:2]) + "\n")  # ses-02 dropped
+    with pytest.warns(UserWarning, match=r"sessions.tsv does not list.*sub-0001 ses-02"):
+        load_bids(study.root, participants=True)
+
+
+def test_complete_sessions_tables_do_not_warn(study, recwarn):
+    load_bids(study.root, participants=True)
+    assert not [w for w in recwarn if "does not list" in str(w.message)]

@@ -94,8 +94,20 @@ def join_participants(frame, root):
         if sessions:
             s = pd.concat(sessions, ignore_index=True)
             per_session = [c for c in s.columns if c not in ("participant_id", "session_id")]
-            merged = merged.merge(s, on=["participant_id", "session_id"], how="left",
+            merged = merged.merge(s.assign(_in_sessions=True),
+                                  on=["participant_id", "session_id"], how="left",
                                   suffixes=("_participants", ""), validate="many_to_one")
+            # a session of a subject with a sessions table, but without a row in it: its
+            # per-session values (an age) would silently be the subject's (a baseline age)
+            has_table = merged["participant_id"].isin(set(s["participant_id"]))
+            orphans = merged[has_table & merged.pop("_in_sessions").isna()]
+            shared = [c for c in per_session if f"{c}_participants" in merged]
+            if len(orphans) and shared:
+                first = orphans.iloc[0]
+                warn(f"{len(orphans)} map(s) under {str(root)!r} are of sessions their "
+                     f"subject's sessions.tsv does not list (e.g. {first['participant_id']} "
+                     f"{first['session_id']}): their {shared} are the participant's, from "
+                     f"{path}, not the session's.")
             for c in per_session:  # a session's value (its age) wins over the subject's
                 if f"{c}_participants" in merged:
                     merged[c] = merged[c].fillna(merged.pop(f"{c}_participants"))
