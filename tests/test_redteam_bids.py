@@ -260,3 +260,18 @@ def test_a_session_missing_from_its_sessions_table_warns_that_it_takes_the_basel
 def test_complete_sessions_tables_do_not_warn(study, recwarn):
     load_bids(study.root, participants=True)
     assert not [w for w in recwarn if "does not list" in str(w.message)]
+
+
+@pytest.mark.usefixtures("narrow_resnet")
+@pytest.mark.parametrize("flag", ["--force", "--update"])
+def test_output_into_the_input_pipeline_folder_never_replaces_its_description(
+        study, tmp_path, capsys, flag):
+    """--output the CAT12 folder itself (or a study root) with --force replaced the
+    pipeline's dataset_description.json, after which load_bids mislabels the maps."""
+    w = _weights(tmp_path / "w.pth", 0)
+    description = os.path.join(study.root, "dataset_description.json")
+    before = open(description, encoding="utf-8").read()
+    assert run("--bids", study.root, "--weights", w, "--output", study.root, flag) == 2
+    assert "another dataset" in error_line(capsys)
+    assert open(description, encoding="utf-8").read() == before
+    assert not os.path.exists(os.path.join(study.root, "embeddings.tsv"))

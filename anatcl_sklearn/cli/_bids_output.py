@@ -62,6 +62,11 @@ def check_folder(path: str, force: bool, update: bool) -> str:
     if present and not (force or update):
         raise OutputError(f"--output {path!r} already holds {present[0]}; pass --update to add "
                           "the new images, or --force to replace it.")
+    if DESCRIPTION in present and not _ours(os.path.join(path, DESCRIPTION)):
+        raise OutputError(f"--output {path!r} holds the {DESCRIPTION} of another dataset (not "
+                          "written by anatcl-sklearn: a study or a pipeline's derivative, "
+                          "perhaps the input itself); name a folder of its own, e.g. "
+                          f"{os.path.join(os.path.dirname(path) or '.', 'anatcl')!r}.")
     if update and present and present[0] != TABLE:
         raise OutputError(f"--update: {path!r} holds {DESCRIPTION} but no {TABLE}; pass "
                           "--force to write it anew.")
@@ -69,6 +74,17 @@ def check_folder(path: str, force: bool, update: bool) -> str:
     if not os.access(target, os.W_OK | os.X_OK):
         raise OutputError(f"--output folder {target!r} is not writable.")
     return path
+
+
+def _ours(path: str) -> bool:
+    """Whether a dataset_description.json was written by this command (an unreadable or
+    damaged one counts as ours: --update refuses it, --force replaces it)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            name = json.load(fh)["GeneratedBy"][0]["Name"]
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return True
+    return name == "anatcl-sklearn"
 
 
 def weights_record(weights: str, fold: int) -> dict:
