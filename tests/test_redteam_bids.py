@@ -275,3 +275,17 @@ def test_output_into_the_input_pipeline_folder_never_replaces_its_description(
     assert "another dataset" in error_line(capsys)
     assert open(description, encoding="utf-8").read() == before
     assert not os.path.exists(os.path.join(study.root, "embeddings.tsv"))
+
+
+@pytest.mark.usefixtures("narrow_resnet")
+def test_update_over_a_cut_short_table_is_refused(study, tmp_path, capsys):
+    w = _weights(tmp_path / "w.pth", 0)
+    out = tmp_path / "out"
+    assert run("--bids", study.root, "--weights", w, "--output", out) == 0
+    table = out / "embeddings.tsv"
+    lines = table.read_text().splitlines()
+    table.write_text("\n".join(lines[:2] + [lines[2][: len(lines[2]) // 2]]) + "\n")
+    before = table.read_text()
+    assert run("--bids", study.root, "--weights", w, "--output", out, "--update") == 2
+    assert "line 3" in error_line(capsys)
+    assert table.read_text() == before

@@ -180,6 +180,12 @@ class Derivative:
             raise OutputError(f"--update: {table!r} is empty (not a table this command wrote); "
                               "pass --force to write it anew.")
         self.header, self.lines = lines[0].split("\t"), lines[1:]
+        for number, line in enumerate(self.lines, 2):  # a cut or edited row: not ours
+            if line.count("\t") != len(self.header) - 1:
+                raise OutputError(f"--update: {table!r}, line {number}, has "
+                                  f"{line.count(chr(9)) + 1} cells for {len(self.header)} "
+                                  "columns (cut short or edited?); pass --force to write it "
+                                  "anew.")
         missing = [c for c in self.entities if c not in self.header]
         if missing:
             raise OutputError(f"--update: the images now have entities {missing} that "
