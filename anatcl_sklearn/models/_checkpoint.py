@@ -186,6 +186,8 @@ def _safe_torch_load(path, map_location):
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint file not found: '{path}'.")
     _check_looks_like_checkpoint(path)
+    if protocol := _plain_pickle_protocol(path):  # refused before torch warns about it
+        raise ValueError(_plain_pickle_message(path, protocol))
     try:
         with _allow_globals():
             return torch.load(path, map_location=map_location, weights_only=True)
