@@ -56,3 +56,13 @@ def test_cross_val_brain_age_refuses_a_wrong_estimator_before_fitting(cohort, mo
     with pytest.raises(TypeError, match="GridSearchCV"):
         cross_val_brain_age(search, X, age)
     assert not fitted
+
+
+def test_boolean_ages_are_refused(cohort):
+    """A mask passed where the age goes (age > 50) trained a model of 0s and 1s silently."""
+    X, age = cohort
+    with pytest.raises(ValueError, match="booleans"):
+        BrainAgeRegressor().fit(X, age > 50)
+    model = BrainAgeRegressor(random_state=0).fit(X, age)
+    with pytest.raises(ValueError, match="booleans"):
+        model.predict(X, age=age > 50)
