@@ -25,7 +25,7 @@ from sklearn.utils.validation import _num_samples
 
 from ._regressor import BrainAgeRegressor, check_age
 
-__all__ = ["cross_val_brain_age", "predict_both"]
+__all__ = ["cross_val_brain_age", "is_brain_age_model", "predict_both", "predict_uncorrected"]
 
 
 def predict_both(estimator: Any, X: Any, age: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -64,6 +64,34 @@ def predict_both(estimator: Any, X: Any, age: Any) -> tuple[np.ndarray, np.ndarr
                     f"of those; got {type(estimator).__name__}.")
 
 
+def is_brain_age_model(estimator: Any) -> bool:
+    """Whether ``estimator`` (fitted or not) is a BrainAgeRegressor, a Pipeline ending in one,
+    or a FoldEnsemble of those: what :func:`predict_both` takes."""
+    from ._ensemble import FoldEnsemble
+
+    if isinstance(estimator, BrainAgeRegressor):
+        return True
+    if isinstance(estimator, Pipeline):
+        return len(estimator.steps) > 0 and is_brain_age_model(estimator.steps[-1][1])
+    if isinstance(estimator, FoldEnsemble):
+        return is_brain_age_model(estimator.estimator)
+    return False
+
+
+def predict_uncorrected(estimator: Any, X: Any) -> np.ndarray:
+    """The inner models' (uncorrected) brain age of a fitted brain-age model: no age needed."""
+    from ._ensemble import FoldEnsemble
+
+    if isinstance(estimator, BrainAgeRegressor):
+        return np.asarray(estimator.estimator_.predict(X), dtype=float)
+    if isinstance(estimator, Pipeline):
+        return predict_uncorrected(estimator[-1], estimator[:-1].transform(X))
+    if isinstance(estimator, FoldEnsemble):
+        return np.mean([predict_uncorrected(m, X) for m in estimator.estimators_], axis=0)
+    raise TypeError(f"Expected a BrainAgeRegressor, a Pipeline ending in one or a FoldEnsemble "
+                    f"of those; got {type(estimator).__name__}.")
+
+
 def _slice(params: dict[str, Any], indices: np.ndarray, n_samples: int) -> dict[str, Any]:
     out = {}
     for key, value in params.items():
@@ -77,7 +105,7 @@ def _slice(params: dict[str, Any], indices: np.ndarray, n_samples: int) -> dict[
 
 def cross_val_brain_age(estimator: Any, X: Any, age: Any, *, cv: Any = 5,
                         params: dict[str, Any] | None = None,
-                        random_state: Any = None) -> Bunch:
+                        random_state: Any = None, groups: Any = None) -> Bunch:
     """Held-out brain age of every subject: uncorrected, corrected and their gaps.
 
     For each split, a clone of ``estimator`` is fitted on the training subjects
@@ -100,6 +128,10 @@ def cross_val_brain_age(estimator: Any, X: Any, age: Any, *, cv: Any = 5,
         passed to ``estimator.fit`` as they are, e.g. ``anatclembedder__age``).
     random_state : int, RandomState instance or None, default=None
         Seeds the shuffling of an int ``cv``.
+    groups : array-like of shape (n_samples,) or None, default=None
+        Group labels for a group splitter (``cv=GroupKFold(5)``, ``groups=participant_id``):
+        keep the sessions of one subject in the same fold, or their held-out predictions
+        are of a brain the model was trained on.
 
     Returns
     -------
@@ -111,10 +143,19 @@ def cross_val_brain_age(estimator: Any, X: Any, age: Any, *, cv: Any = 5,
     Raises
     ------
     ValueError
-        If ``age`` is not one finite number per subject.
+        If ``age`` is not one finite number per subject, or ``groups`` not one label each.
+    TypeError
+        If ``estimator`` does not end in a :class:`BrainAgeRegressor` (before any fitting).
     """
+    if not is_brain_age_model(estimator):
+        raise TypeError(f"cross_val_brain_age needs a BrainAgeRegressor, a Pipeline ending in "
+                        f"one or a FoldEnsemble of those; got {type(estimator).__name__}. (A "
+                        "search such as GridSearchCV: cross-validate its best_estimator_, or "
+                        "put the search inside BrainAgeRegressor as its estimator.)")
     n_samples = _num_samples(X)
     age = check_age(age, n_samples, "age")
+    if groups is not None and _num_samples(groups) != n_samples:
+        raise ValueError(f"groups has {_num_samples(groups)} labels for {n_samples} subjects.")
     params = {} if params is None else dict(params)
     if isinstance(cv, numbers.Integral) and not isinstance(cv, bool):
         splitter = KFold(int(cv), shuffle=True, random_state=random_state)
@@ -129,7 +170,7 @@ def cross_val_brain_age(estimator: Any, X: Any, age: Any, *, cv: Any = 5,
     predicted = np.empty(n_samples)
     corrected = np.empty(n_samples)
     fold = np.empty(n_samples, dtype=int)
-    for k, (train, test) in enumerate(splitter.split(np.zeros((n_samples, 1)), age)):
+    for k, (train, test) in enumerate(splitter.split(np.zeros((n_samples, 1)), age, groups)):
         model = clone(estimator).fit(_safe_indexing(X, train), age[train],
                                      **_slice(dict(fit_params), train, n_samples))
         predicted[test], corrected[test] = predict_both(model, _safe_indexing(X, test),

@@ -189,6 +189,11 @@ class FoldEnsemble(MetaEstimatorMixin, BaseEstimator):
     def score(self, X: Any, y: Any, **params: Any) -> float:
         """R² (regressor) or accuracy (classifier) of :meth:`predict`.
 
+        Members that are brain-age models (ending in a
+        :class:`~anatcl_sklearn.brainage.BrainAgeRegressor`) are scored, as that regressor
+        scores, on their **uncorrected** predictions averaged: the corrected ones use the true
+        age and would inflate R²; no ``age`` is needed.
+
         Parameters
         ----------
         X : array-like or list of images or paths
@@ -203,6 +208,11 @@ class FoldEnsemble(MetaEstimatorMixin, BaseEstimator):
         score : float
             The score.
         """
+        from ._cv import is_brain_age_model, predict_uncorrected
+
+        if not is_classifier(self) and is_brain_age_model(self):
+            check_is_fitted(self)
+            return float(r2_score(y, predict_uncorrected(self, X)))
         predicted = self.predict(X, **params)
         if is_classifier(self):
             return float(accuracy_score(y, predicted))

@@ -33,6 +33,8 @@ CORRECTIONS = ("beheshti", "de_lange")
 
 
 def _check_finite_age(age: Any, what: str) -> None:
+    if np.asarray(age).dtype == bool:  # True/False would be taken as ages 1 and 0
+        raise ValueError(f"{what} must be numbers (chronological age in years); got booleans.")
     try:
         values = np.asarray(age, dtype=float).reshape(-1)
     except (TypeError, ValueError):
@@ -47,6 +49,8 @@ def _check_finite_age(age: Any, what: str) -> None:
 
 def check_age(age: Any, n_samples: int, what: str) -> np.ndarray:
     """``age`` as a finite float array of ``n_samples`` values, or a ValueError naming ``what``."""
+    if np.asarray(age).dtype == bool:
+        raise ValueError(f"{what} must be numbers (chronological age in years); got booleans.")
     try:
         values = np.asarray(age, dtype=float)
     except (TypeError, ValueError):

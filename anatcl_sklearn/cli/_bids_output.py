@@ -13,8 +13,8 @@ The folder holds
   ``n/a``;
 - ``embeddings.json``: the sidecar describing every column.
 
-Each file is written atomically. ``--update`` reads what the folder records: a run whose
-weights or settings differ is refused, naming them; otherwise only the maps whose entities
+Each file is written atomically, the description last. ``--update`` reads what the folder
+records: a run whose weights, settings or input folder differ is refused, naming them; otherwise only the maps whose entities
 the table lacks are embedded and appended, the existing rows left byte for byte.
 """
 
@@ -62,6 +62,11 @@ def check_folder(path: str, force: bool, update: bool) -> str:
     if present and not (force or update):
         raise OutputError(f"--output {path!r} already holds {present[0]}; pass --update to add "
                           "the new images, or --force to replace it.")
+    if DESCRIPTION in present and not _ours(os.path.join(path, DESCRIPTION)):
+        raise OutputError(f"--output {path!r} holds the {DESCRIPTION} of another dataset (not "
+                          "written by anatcl-sklearn: a study or a pipeline's derivative, "
+                          "perhaps the input itself); name a folder of its own, e.g. "
+                          f"{os.path.join(os.path.dirname(path) or '.', 'anatcl')!r}.")
     if update and present and present[0] != TABLE:
         raise OutputError(f"--update: {path!r} holds {DESCRIPTION} but no {TABLE}; pass "
                           "--force to write it anew.")
@@ -69,6 +74,17 @@ def check_folder(path: str, force: bool, update: bool) -> str:
     if not os.access(target, os.W_OK | os.X_OK):
         raise OutputError(f"--output folder {target!r} is not writable.")
     return path
+
+
+def _ours(path: str) -> bool:
+    """Whether a dataset_description.json was written by this command (an unreadable or
+    damaged one counts as ours: --update refuses it, --force replaces it)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            name = json.load(fh)["GeneratedBy"][0]["Name"]
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return True
+    return name == "anatcl-sklearn"
 
 
 def weights_record(weights: str, fold: int) -> dict:
@@ -122,18 +138,25 @@ class Derivative:
         self.header: list[str] | None = None
         self.lines: list[str] = []
         self.text = ""
+        self.force = False  # --force: replace what the folder holds, even what appears later
 
     # ------------------------------------------------------------ update
     def read_existing(self) -> None:
         """Read the folder's table and records; refuse another run's weights or settings."""
         table = os.path.join(self.folder, TABLE)
-        if not os.path.isfile(table):
+        if not os.path.lexists(table):
             return
+        if not os.path.isfile(table):  # a dangling link, a FIFO, a folder: not ours to replace
+            raise OutputError(f"--update: {table!r} is not a regular file; pass --force to "
+                              "write it anew.")
         try:
             with open(table, encoding="utf-8", newline="") as fh:
                 self.text = fh.read()
             with open(os.path.join(self.folder, DESCRIPTION), encoding="utf-8") as fh:
-                recorded = json.load(fh)["GeneratedBy"][0]
+                description = json.load(fh)
+            recorded = description["GeneratedBy"][0]
+            sources = description.get("SourceDatasets") or [{}]
+            source = sources[0].get("URL") if isinstance(sources[0], dict) else None
         except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
             raise OutputError(f"--update: cannot read what {self.folder!r} records ({exc}); "
                               "pass --force to write it anew.") from None
@@ -144,12 +167,25 @@ class Derivative:
                        f"{_short(new.get(key))} now"
                        for key in sorted(set(old) | set(new))
                        if key != "Given" and old.get(key) != new.get(key)]
+        if isinstance(source, str) and source:  # the maps of another study are not "new"
+            was = os.path.realpath(os.path.join(self.folder, source))
+            if was != os.path.realpath(self.source):
+                differ.append(f"--bids: {was!r} recorded, {self.source!r} now")
         if differ:
             raise OutputError(f"--update: {self.folder!r} holds embeddings made with other "
                               f"weights or settings: {'; '.join(differ)}. Use another --output, "
                               "or --force to replace them.")
         lines = self.text.splitlines()
+        if not lines:
+            raise OutputError(f"--update: {table!r} is empty (not a table this command wrote); "
+                              "pass --force to write it anew.")
         self.header, self.lines = lines[0].split("\t"), lines[1:]
+        for number, line in enumerate(self.lines, 2):  # a cut or edited row: not ours
+            if line.count("\t") != len(self.header) - 1:
+                raise OutputError(f"--update: {table!r}, line {number}, has "
+                                  f"{line.count(chr(9)) + 1} cells for {len(self.header)} "
+                                  "columns (cut short or edited?); pass --force to write it "
+                                  "anew.")
         missing = [c for c in self.entities if c not in self.header]
         if missing:
             raise OutputError(f"--update: the images now have entities {missing} that "
@@ -214,6 +250,12 @@ class Derivative:
             text = self.text if self.text.endswith("\n") else self.text + "\n"
             text += rows
         else:
+            appeared = [n for n in (TABLE, DESCRIPTION)
+                        if os.path.lexists(os.path.join(self.folder, n))]
+            if appeared and not self.force:  # another run wrote here while this one embedded
+                raise OutputError(f"--output {self.folder!r}: {appeared[0]} appeared while "
+                                  "embedding (another run?); nothing written. Run again, with "
+                                  "--update to add to it.")
             text = rows
         from .._version import __version__
 
@@ -227,11 +269,16 @@ class Derivative:
             "SourceDatasets": [{"URL": os.path.relpath(self.source, self.folder)}],
         }
         os.makedirs(self.folder, exist_ok=True)
+        # The description is what --update trusts the table by: written last, and a replaced
+        # folder's old one removed first, so that a write failing part-way (a full disk, a
+        # kill) never leaves one run's description over another run's table.
+        described = os.path.join(self.folder, DESCRIPTION)
+        if self.header is None and os.path.lexists(described):
+            os.unlink(described)
+        atomic_write_text(table, text)
         atomic_write_text(os.path.join(self.folder, SIDECAR),
                           json.dumps(self._sidecar(names), indent=2) + "\n")
-        atomic_write_text(os.path.join(self.folder, DESCRIPTION),
-                          json.dumps(description, indent=2) + "\n")
-        atomic_write_text(table, text)
+        atomic_write_text(described, json.dumps(description, indent=2) + "\n")
         return len(frame)
 
 
@@ -273,6 +320,7 @@ def open_derivative(args, folder, study, weights, precision):
                       "Precision": precision, "Pipeline": study.pipeline,
                       "Space": study.space}},
         study.entities, study.root)
+    derivative.force = bool(args.force)
     if args.update:
         derivative.read_existing()
     return derivative

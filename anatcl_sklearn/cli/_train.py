@@ -249,6 +249,8 @@ def _run(args):
         checkpoint_dir=args.checkpoint_dir or output / "checkpoints",
         random_state=args.seed, verbose=args.verbose,
     )
+    if args.images is not None:
+        _check_table_age(args, est, images, age)
     est.fit(images, age=age, anatomy=anatomy)
     if _rank() == 0:
         est.save_pretrained(output, training_data=description)
@@ -257,6 +259,24 @@ def _run(args):
         if args.verbose:
             print(f"saved model: {output} ({len(est.history_)} epochs)", flush=True)
     return 0
+
+
+def _check_table_age(args, est, images, age):
+    """The --images table's age, in its own words: a missing column or a missing value is
+    named with the table (and the image), not as the library's ``age`` argument."""
+    from ..embedder._params import needs_age
+
+    if not needs_age(est):
+        return
+    if age is None:
+        raise ValueError(f"--images table {args.images!r} has no 'age' column, and --method "
+                         f"{args.method} needs each image's age (add the column, or pass "
+                         "--lambda-age 0).")
+    bad = np.flatnonzero(~np.isfinite(np.asarray(age, dtype=float)))
+    if bad.size:
+        raise ValueError(f"--images table {args.images!r}: {bad.size} image(s) without a finite "
+                         f"age (first: {images[bad[0]]!r}, age {age[bad[0]]!r}); give each "
+                         "image its age or drop its row.")
 
 
 def _save_released(est, args, description):

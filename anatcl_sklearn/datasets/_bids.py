@@ -135,7 +135,13 @@ def _smoothing_sidecar(path):
 def _walk(root):
     """Every candidate map under ``root``: dicts of path, form, entities, smoothing."""
     found, nifti = [], []
-    for folder, dirs, files in os.walk(root):
+    seen = set()  # folders reached through symbolic links are walked once (no loop)
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIPPED_FOLDERS)
         for name in sorted(files):
             if not name.endswith((".nii", ".nii.gz")):
@@ -277,7 +283,7 @@ def load_bids(
     """Find the grey-matter maps of a BIDS derivatives folder, with their BIDS entities.
 
     Walks ``root`` (hidden folders and ``sourcedata``, ``code``, ``work``, ``logs``,
-    ``figures`` skipped) for CAT12 / deepmriprep ``mwp1<source>_T1w.nii[.gz]`` and fMRIPrep
+    ``figures`` skipped; symbolic links to folders followed, each folder walked once) for CAT12 / deepmriprep ``mwp1<source>_T1w.nii[.gz]`` and fMRIPrep
     ``*_space-<X>_label-GM_probseg.nii[.gz]`` files, across subjects, sessions and runs. The
     pipeline of each map is read from the nearest ``dataset_description.json``, else from a
     folder name (``cat12...``, ``deepmriprep``, ``fmriprep...``), else from the name's form.

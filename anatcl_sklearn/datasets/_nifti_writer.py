@@ -54,8 +54,9 @@ def _check_folder(folder, names, overwrite):
     if not isinstance(overwrite, (bool, np.bool_)):
         raise TypeError(f"overwrite must be a bool; got {overwrite!r}.")
     folder = Path(os.path.abspath(os.path.expanduser(os.fspath(folder))))
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"folder {str(folder)!r} exists and is not a folder.")
+    if os.path.lexists(folder) and not folder.is_dir():  # a file, a dangling or looping link
+        raise ValueError(f"folder {str(folder)!r} exists and is not a folder"
+                         + (" (a symbolic link to nothing)." if folder.is_symlink() else "."))
     if not overwrite and folder.is_dir():
         existing = [n for n in names if os.path.lexists(folder / n)]
         if existing:

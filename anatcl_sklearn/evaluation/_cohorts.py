@@ -112,4 +112,26 @@ def load_cohort(
         raise FileNotFoundError(f"No image of {table_path} exists.")
     kept = frame[present].reset_index(drop=True)
     images = [str(p) for p, ok in zip(paths, present) if ok]
+    _warn_repeats(kept, images, table_path)
     return Bunch(images=images, participants=kept, root=str(root))
+
+
+def _warn_repeats(participants, images, table_path):
+    """Warn when a subject or an image has several rows: the probes' cross-validation splits
+    rows, so one brain would be in the training and the test folds (an inflated score)."""
+    ids = read_id = None
+    for name in ("participant_id", "subject", "subject_id", "SUB_ID"):
+        if name in participants:
+            ids, read_id = participants[name], name
+            break
+    repeated = ([] if ids is None else
+                sorted({str(v) for v in ids[ids.duplicated(keep=False) & ids.notna()]}))
+    what = f"{read_id} {repeated[0]!r}" if repeated else ""
+    if not repeated:
+        seen: set[str] = set()
+        repeated = [p for p in images if p in seen or seen.add(p)]  # type: ignore[func-returns-value]
+        what = f"image {repeated[0]!r}" if repeated else ""
+    if repeated:
+        warn(f"{table_path}: {len(repeated)} subject(s) or image(s) have several rows (e.g. "
+             f"{what}); the probes' cross-validation splits rows, so one brain would be in "
+             "both the training and the test folds. Keep one scan per subject.")

@@ -8,6 +8,7 @@ import contextlib
 import os
 import pickle
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -187,7 +188,10 @@ def _safe_torch_load(path, map_location):
         raise FileNotFoundError(f"Checkpoint file not found: '{path}'.")
     _check_looks_like_checkpoint(path)
     try:
-        with _allow_globals():
+        with _allow_globals(), warnings.catch_warnings():
+            # a plain pickle is refused below in one message; torch's warning about its
+            # protocol would come first
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         if _refused_global(exc) is None and (protocol := _plain_pickle_protocol(path)):
