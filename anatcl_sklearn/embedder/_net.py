@@ -90,7 +90,7 @@ class ContrastiveNet(NeuralNet):
         self._initialize_history()
         # a typo in net_params is refused here too, as in training; the loss's and the
         # optimizer's own settings have nothing to bind to in a frozen net
-        checked = self._params_to_validate
+        checked: set[str] = self._params_to_validate  # type: ignore[has-type]
         self._params_to_validate = {k for k in checked
                                     if not k.startswith(("criterion__", "optimizer__"))}
         try:

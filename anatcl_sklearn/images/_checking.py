@@ -41,10 +41,10 @@ from ._grid import (
 from ._grid import (
     warn_grid as _warn_grid,
 )
+from ._array_images import _ArrayImages
 from ._reading import (
     SUPPORTED_EXTENSIONS,
     ImageCollection,
-    _ArrayImages,
     _Item,
     _item_source,
     _ItemImages,

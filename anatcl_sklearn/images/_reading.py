@@ -9,7 +9,6 @@ are read by :mod:`._files` (a ``.nii.gz`` checked against its gzip checksum).
 
 from __future__ import annotations
 
-import math
 import operator
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple, SupportsIndex
@@ -20,7 +19,7 @@ import numpy as np
 from .._typing import ArrayLike, NDArray
 from ._conform import _VolumeProxy, check_coverage, conform_data
 from ._files import ImageReadError, image_voxels, load_nifti, nonfinite_voxels, out_of_memory
-from ._identity import array_identity, item_identity
+from ._identity import item_identity
 
 if TYPE_CHECKING:
     import hashlib
@@ -303,57 +302,6 @@ class ImageCollection:
             "this image (if NaN marks voxels outside the brain, numpy.nan_to_num sets them to "
             f"0){self._nonfinite_advice}."
         )
-
-
-class _ArrayImages(ImageCollection):
-    """Volumes stored in one (n, D, H, W) array that the user owns; never copied whole."""
-
-    def __init__(self, array, *, name, check_finite, affine=None):
-        super().__init__(array.shape[1:], None, np.arange(array.shape[0]),
-                         name=name, check_finite=check_finite, affine=affine)
-        self._array = array
-
-    def _source_at(self, pos):
-        return f"<array index {pos}>"
-
-    def update_identity(self, h):
-        array_identity(self._array, self._positions, h)
-
-    def _in_memory_at(self, pos):
-        return not isinstance(self._array, np.memmap)
-
-    def _read(self, pos):
-        with np.errstate(over="ignore"):  # float64 beyond float32 range -> inf, caught by check
-            return np.array(self._array[pos], dtype=np.float32, order="C")
-
-    def _read_into(self, pos, out):
-        with np.errstate(over="ignore"):
-            np.copyto(out, self._array[pos], casting="unsafe")
-
-    def _extra_nonfinite_hint(self):
-        if self._array.dtype.kind == "f" and self._array.dtype.itemsize > 4:
-            return " once read as float32 (values beyond +-3.4e38 become inf)"
-        return ""
-
-    def _scan_finite(self, eager_files):
-        array = self._array
-        if array.dtype.kind != "f":  # integers and booleans are always finite
-            return
-        voxels = max(1, math.prod(self.shape))
-        step = max(1, _FINITE_CHUNK_VOXELS // voxels)
-        positions = self._positions
-        contiguous = len(positions) and np.array_equal(
-            positions, np.arange(positions[0], positions[0] + len(positions)))
-        for start in range(0, len(positions), step):
-            chunk_pos = positions[start:start + step]
-            block = (array[chunk_pos[0]:chunk_pos[-1] + 1] if contiguous else array[chunk_pos])
-            with np.errstate(over="ignore"):
-                if array.dtype.itemsize > 4:
-                    block = block.astype(np.float32)
-                finite = np.isfinite(block).reshape(len(block), -1).all(axis=1)
-            if not finite.all():
-                pos = chunk_pos[int(np.flatnonzero(~finite)[0])]
-                self._check_volume_finite(self._read(pos), pos)
 
 
 class _ItemImages(ImageCollection):
