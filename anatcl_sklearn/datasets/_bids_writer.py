@@ -309,16 +309,12 @@ def write_synthetic_bids(
     from ._nifti_writer import _check_folder, _participant_ids
     from ._synthetic._anatomy_model import _COHORTS
     from ._synthetic._cohorts import _draw_subjects
-    from ._synthetic._generator import _check_age_range, _check_int, _check_shape
+    from ._synthetic._generator import check_cohort_options
     from ._synthetic._geometry import _affine_for
     from ._synthetic._rendering import _draw_images
 
-    n_subjects = _check_int(n_subjects, "n_subjects", 1)
-    n_sites = _check_int(n_sites, "n_sites", 1)
-    shape = _check_shape(shape)
-    if not isinstance(cohort, str) or cohort not in _COHORTS:
-        raise ValueError(f"cohort must be one of {sorted(_COHORTS)}; got {cohort!r}.")
-    age_range = _check_age_range(age_range)
+    n_subjects, n_sites, shape, age_range = check_cohort_options(
+        n_subjects, n_sites, shape, cohort, age_range)
     session_labels = _check_labels(sessions, "sessions")
     run_labels = _check_labels(runs, "runs")
     if run_labels is not None and not all(label.isdigit() for label in run_labels):

@@ -66,6 +66,17 @@ def _check_shape(shape):
     return dims
 
 
+def check_cohort_options(n_subjects, n_sites, shape, cohort, age_range):
+    """The options a synthetic cohort shares (make_synthetic_brains, write_synthetic_bids),
+    checked once: ``(n_subjects, n_sites, shape, age_range)`` as used."""
+    n_subjects = _check_int(n_subjects, "n_subjects", 1)
+    n_sites = _check_int(n_sites, "n_sites", 1)
+    shape = _check_shape(shape)
+    if not isinstance(cohort, str) or cohort not in _COHORTS:
+        raise ValueError(f"cohort must be one of {sorted(_COHORTS)}; got {cohort!r}.")
+    return n_subjects, n_sites, shape, _check_age_range(age_range)
+
+
 def _check_age_range(age_range):
     if age_range is None:
         return None
@@ -213,12 +224,8 @@ def make_synthetic_brains(
     >>> sorted(set(ad.diagnosis))
     ['AD', 'HC', 'pMCI', 'sMCI']
     """
-    n_subjects = _check_int(n_subjects, "n_subjects", 1)
-    n_sites = _check_int(n_sites, "n_sites", 1)
-    shape = _check_shape(shape)
-    if not isinstance(cohort, str) or cohort not in _COHORTS:
-        raise ValueError(f"cohort must be one of {sorted(_COHORTS)}; got {cohort!r}.")
-    age_range = _check_age_range(age_range)
+    n_subjects, n_sites, shape, age_range = check_cohort_options(
+        n_subjects, n_sites, shape, cohort, age_range)
     if not isinstance(return_images, (bool, np.bool_)):
         raise TypeError(f"return_images must be a bool; got {return_images!r}.")
     rng = check_random_state(random_state)
