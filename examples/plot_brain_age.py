@@ -40,10 +40,10 @@ Environment variables (all optional):
     the default mode's held-out r(gap, age) went from -0.83 to 0.05 with the correction.
 
 In the default mode (200 subjects, 5 folds), with an empty encoder cache (pretraining the
-encoder included), ``time python examples/plot_brain_age.py`` took 2 min 31 s on two CPU
-cores shared with other processes (load average 2 to 4; torch's two threads contend there),
-and 44 s with ``OMP_NUM_THREADS=1`` under the same load; the fast mode
-(``ANATCL_EXAMPLES_FAST=1``) 31 s.
+encoder included), ``time python examples/plot_brain_age.py`` took 26 s on two idle CPU
+cores, and 2 min 31 s on two cores shared with other processes (load average 2 to 4; torch's
+two threads contend there; 44 s with ``OMP_NUM_THREADS=1`` under the same load); the fast
+mode (``ANATCL_EXAMPLES_FAST=1``) 31 s under that load.
 """
 
 # %%
