@@ -229,6 +229,7 @@ def test_a_second_example_loads_the_encoders_a_first_pretrained(tmp_path):
     assert sorted(p.name for p in (cache / "gallery-encoders").iterdir()) == encoders
 
 
+@pytest.mark.slow
 def test_brain_age_example(runs):
     stdout, folder = _check_run(runs, "plot_brain_age")
     assert "Running in the fast mode" in stdout
@@ -236,3 +237,15 @@ def test_brain_age_example(runs):
     rows = (folder / "brain_age_gap.csv").read_text().splitlines()
     assert rows[0].startswith("diagnosis") and [r.split(",")[0] for r in rows[1:]] == [
         "HC", "sMCI", "pMCI", "AD"]
+
+
+def test_every_test_that_runs_the_examples_is_slow():
+    """The `runs` fixture runs the whole gallery (minutes): a test that asks for it without the
+    slow marker pulls all of it into the fast tier (the brain-age test did: +92 s)."""
+    import inspect
+
+    unmarked = [name for name, f in globals().items()
+                if name.startswith("test_") and callable(f)
+                and "runs" in inspect.signature(f).parameters
+                and not any(m.name == "slow" for m in getattr(f, "pytestmark", []))]
+    assert not unmarked, f"ask for `runs` without @pytest.mark.slow: {unmarked}"
