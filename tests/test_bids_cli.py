@@ -13,24 +13,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
+from _embed_helpers import SHAPE, error_line
+from _embed_helpers import run_embed as run
+from _embed_helpers import write_weights as _weights
 
 from anatcl_sklearn import AnatCLEmbedder
-from anatcl_sklearn.__main__ import main
 from anatcl_sklearn.datasets import write_synthetic_bids
 
-SHAPE = (24, 28, 24)
-PREFIX = "anatcl-sklearn embed: error: "
 pytestmark = pytest.mark.usefixtures("narrow_resnet")
-
-
-def _weights(path, seed):
-    from anatcl_sklearn.models import AnatCLModel
-
-    torch.manual_seed(seed)
-    torch.save({"opts": {"input_shape": list(SHAPE)},
-                "model": AnatCLModel("resnet18").state_dict()}, path)
-    return str(path)
 
 
 @pytest.fixture
@@ -45,18 +35,6 @@ def study(tmp_path):
     return write_synthetic_bids(root, n_subjects=3, shape=SHAPE, compress="mixed")
 
 
-def run(*argv):
-    try:
-        return main(["embed", *map(str, argv)])
-    except SystemExit as exc:
-        return exc.code
-
-
-def error_line(capsys):
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(PREFIX), err
-    return lines[0]
 
 
 def test_embed_bids_writes_one_row_per_map_and_a_valid_derivative(study, weights, tmp_path,

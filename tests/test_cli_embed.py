@@ -10,13 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _embed_helpers import PREFIX, SHAPE, error_line
+from _embed_helpers import run_embed as run
 
 import anatcl_sklearn
 from anatcl_sklearn import AnatCLEmbedder
 from anatcl_sklearn.__main__ import main
-
-SHAPE = (24, 28, 24)
-PREFIX = "anatcl-sklearn embed: error: "
 
 
 def _affine():
@@ -56,21 +55,6 @@ def brains(tmp_path_factory):
 def expected(ckpt, brains):
     paths = brains[1]
     return AnatCLEmbedder(pretrained=ckpt, verbose=0).fit(paths).transform(paths)
-
-
-def run(*argv):
-    """main() in-process; argparse's SystemExit becomes its status."""
-    try:
-        return main(["embed", *map(str, argv)])
-    except SystemExit as exc:
-        return exc.code
-
-
-def error_line(capsys):
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(PREFIX), err
-    return lines[0]
 
 
 def test_csv_has_image_column_then_features_equal_to_the_embedder(ckpt, brains, expected,

@@ -5,22 +5,14 @@ import json
 import os
 
 import pytest
-import torch
+from _embed_helpers import PREFIX, SHAPE, error_line, run_embed
+from _embed_helpers import write_weights as _weights
 
-from anatcl_sklearn.__main__ import main
 from anatcl_sklearn.datasets import load_bids, write_synthetic_bids
 
-SHAPE = (24, 28, 24)
-PREFIX = "anatcl-sklearn embed: error: "
 
-
-def _weights(path, seed):
-    from anatcl_sklearn.models import AnatCLModel
-
-    torch.manual_seed(seed)
-    torch.save({"opts": {"input_shape": list(SHAPE)},
-                "model": AnatCLModel("resnet18").state_dict()}, path)
-    return str(path)
+def run(*argv):
+    return run_embed(*argv, quiet=True)
 
 
 @pytest.fixture
@@ -29,18 +21,6 @@ def study(tmp_path):
                                 shape=SHAPE)
 
 
-def run(*argv):
-    try:
-        return main(["embed", "-q", *map(str, argv)])
-    except SystemExit as exc:
-        return exc.code
-
-
-def error_line(capsys):
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(PREFIX), err
-    return lines[0]
 
 
 @pytest.mark.usefixtures("narrow_resnet")
