@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import stat
 import tempfile
@@ -32,9 +33,9 @@ from typing import Any
 
 from ._typing import PathLike
 
-__all__ = ["STALE_AFTER_S", "STALE_FOREIGN_AFTER_S", "TEMP_PREFIX", "atomic_write",
-           "atomic_write_bytes", "atomic_write_text", "current_umask", "new_file_mode",
-           "sweep_stale_temporaries"]
+__all__ = ["STALE_AFTER_S", "STALE_FOREIGN_AFTER_S", "TEMP_PREFIX", "atomic_folder",
+           "atomic_write", "atomic_write_bytes", "atomic_write_text", "current_umask",
+           "new_file_mode", "sweep_stale_temporaries"]
 
 #: The name every temporary file of :func:`atomic_write` starts with.
 TEMP_PREFIX = ".anatcl-tmp."
@@ -65,9 +66,11 @@ def _process_gone(pid: int) -> bool:
 
 
 def sweep_stale_temporaries(folder: PathLike, *, now: float | None = None) -> list[Path]:
-    """Remove the stale temporary files :func:`atomic_write` left in ``folder``.
+    """Remove the stale temporary files (and folders) :func:`atomic_write` (and
+    :func:`atomic_folder`) left in ``folder``.
 
-    Only regular files named ``.anatcl-tmp.<pid>.<host>.<...>.tmp`` are considered: one is
+    Only regular files and folders (never a symbolic link) named
+    ``.anatcl-tmp.<pid>.<host>.<...>.tmp`` are considered: one is
     removed when unmodified for :data:`STALE_AFTER_S` seconds and process ``pid`` of this host
     is gone, or, written on another host, when unmodified for :data:`STALE_FOREIGN_AFTER_S`.
     Never raises: a file that cannot be examined or removed is left.
@@ -89,7 +92,8 @@ def sweep_stale_temporaries(folder: PathLike, *, now: float | None = None) -> li
             continue
         try:
             info = entry.stat(follow_symlinks=False)
-            if not stat.S_ISREG(info.st_mode):
+            is_folder = stat.S_ISDIR(info.st_mode)
+            if not (stat.S_ISREG(info.st_mode) or is_folder):
                 continue
             age = now - info.st_mtime
             if match.group(2) == host:
@@ -97,7 +101,10 @@ def sweep_stale_temporaries(folder: PathLike, *, now: float | None = None) -> li
             else:
                 stale = age > STALE_FOREIGN_AFTER_S
             if stale:
-                os.unlink(entry.path)
+                if is_folder:  # rmtree removes links inside, never what they point to
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
                 removed.append(Path(entry.path))
         except (OSError, ValueError):
             continue
@@ -166,3 +173,54 @@ def atomic_write_bytes(target: PathLike, data: bytes) -> Path:
 def atomic_write_text(target: PathLike, text: str) -> Path:
     """:func:`atomic_write` of UTF-8 text."""
     return atomic_write(target, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def atomic_folder(target: PathLike, write: Callable[[str], Any]) -> Path:
+    """Create folder ``target`` whole, from what ``write(tmp_folder)`` writes in a temporary one.
+
+    The temporary folder (named as :func:`atomic_write`'s files, swept the same way when its
+    process died) is made beside ``target``, filled by ``write``, its files flushed to disk,
+    given the mode a new folder would get, and renamed to ``target``: a reader sees no folder
+    or the whole of it. An existing ``target`` is never replaced.
+
+    Parameters
+    ----------
+    target : str or os.PathLike
+        The folder to create. Its parent must exist.
+    write : callable
+        Called with the temporary folder's path (a ``str``); it writes the content there.
+
+    Returns
+    -------
+    target : pathlib.Path
+
+    Raises
+    ------
+    FileExistsError
+        If ``target`` exists (as anything, a symbolic link included) when the folder is
+        complete; the temporary folder is removed.
+    """
+    path = Path(target)
+    sweep_stale_temporaries(path.parent)
+    prefix = f"{TEMP_PREFIX}{os.getpid()}.{_host()}.{path.name[:100]}."
+    tmp = tempfile.mkdtemp(dir=path.parent, prefix=prefix, suffix=".tmp")
+    try:
+        write(tmp)
+        for name in os.listdir(tmp):
+            file = os.path.join(tmp, name)
+            if os.path.isfile(file) and not os.path.islink(file):
+                with open(file, "rb+") as fh:
+                    os.fsync(fh.fileno())
+        os.chmod(tmp, 0o777 & ~current_umask())
+        if os.path.lexists(path):
+            raise FileExistsError(f"{path} exists")
+        try:
+            os.rename(tmp, path)  # fails (a folder not empty, a file, a link) rather than replace
+        except OSError as exc:
+            if os.path.lexists(path):
+                raise FileExistsError(f"{path} exists") from exc
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path

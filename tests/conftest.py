@@ -5,6 +5,10 @@ small volumes); ``python -m pytest --runslow`` adds the tests marked ``slow`` (t
 processes, the example gallery, the docs build, subprocess round trips, full-size volumes).
 """
 
+import atexit
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +21,12 @@ SMALL_SHAPE = (24, 28, 24)
 # machine they spin against each other and against the other processes. One thread keeps the
 # fast tier quick and its timings steady. (Subprocesses set OMP_NUM_THREADS themselves.)
 torch.set_num_threads(1)
+
+# Converted models (ONNX Runtime, OpenVINO) go to a cache of this test session, never to the
+# user's ~/.cache; subprocesses inherit it. Tests of the cache itself point it elsewhere.
+_INFERENCE_CACHE = tempfile.mkdtemp(prefix="anatcl-test-inference-")
+os.environ["ANATCL_SKLEARN_INFERENCE_CACHE"] = _INFERENCE_CACHE
+atexit.register(shutil.rmtree, _INFERENCE_CACHE, True)
 
 
 def pytest_addoption(parser):

@@ -6,12 +6,16 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from anatcl_sklearn._atomic import (
     STALE_AFTER_S,
     STALE_FOREIGN_AFTER_S,
     TEMP_PREFIX,
     _host,
+    atomic_folder,
     atomic_write,
+    sweep_stale_temporaries,
     atomic_write_text,
 )
 
@@ -79,3 +83,67 @@ def test_the_temporary_file_carries_the_swept_name_and_is_removed_on_failure(tmp
     assert name.startswith(f"{TEMP_PREFIX}{os.getpid()}.{_host()}.") and name.endswith(".tmp")
     assert len(name) <= 255
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- whole folders
+def test_atomic_folder_appears_whole(tmp_path):
+    seen = []
+
+    def write(tmp):
+        seen.append(os.listdir(tmp_path))
+        (Path(tmp) / "a.bin").write_bytes(b"x" * 10)
+        (Path(tmp) / "b.json").write_text("{}")
+
+    target = atomic_folder(tmp_path / "entry", write)
+    (names,) = seen  # while it was written, only the temporary folder was there
+    assert len(names) == 1 and names[0].startswith(TEMP_PREFIX)
+    assert sorted(os.listdir(target)) == ["a.bin", "b.json"]
+    assert os.listdir(tmp_path) == ["entry"]
+
+
+def test_atomic_folder_never_replaces_what_is_there(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("the user's")
+    empty = tmp_path / "empty"
+    empty.mkdir()  # os.rename would silently replace an empty folder
+    link = tmp_path / "link"
+    link.symlink_to(mine, target_is_directory=True)
+    for target in (mine, empty, link, tmp_path / "dangling"):
+        if target.name == "dangling":
+            target.symlink_to(tmp_path / "nowhere")
+        with pytest.raises(FileExistsError):
+            atomic_folder(target, lambda tmp: (Path(tmp) / "new.txt").write_text("new"))
+    assert os.listdir(mine) == ["keep.txt"] and os.listdir(empty) == []
+    assert link.is_symlink() and not (tmp_path / "nowhere").exists()
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(TEMP_PREFIX)]
+
+
+def test_atomic_folder_is_removed_on_failure(tmp_path):
+    def write(tmp):
+        (Path(tmp) / "half.bin").write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        atomic_folder(tmp_path / "entry", write)
+    assert os.listdir(tmp_path) == []
+
+
+def test_stale_temporary_folders_are_swept_links_never(tmp_path):
+    old = STALE_AFTER_S + 60
+    dead = tmp_path / f"{TEMP_PREFIX}{_dead_pid()}.{_host()}.entry.abc.tmp"
+    dead.mkdir()
+    (dead / "model.bin").write_bytes(b"half a model")
+    live = tmp_path / f"{TEMP_PREFIX}{os.getpid()}.{_host()}.entry.def.tmp"
+    live.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious").write_text("keep")
+    link = tmp_path / f"{TEMP_PREFIX}{_dead_pid()}.{_host()}.entry.ghi.tmp"
+    link.symlink_to(outside, target_is_directory=True)
+    then = time.time() - old
+    for path in (dead, live):
+        os.utime(path, (then, then))
+    os.utime(link, (then, then), follow_symlinks=False)
+    assert sweep_stale_temporaries(tmp_path) == [dead]
+    assert live.is_dir() and link.is_symlink() and (outside / "precious").exists()

@@ -173,7 +173,7 @@ def test_an_image_off_the_grid_is_refused_by_name_before_embedding(ckpt, brains,
     native[:3, 3] = (500.0, 500.0, 500.0)  # a native-space scan: would conform to zeros
     off = tmp_path / "native.nii.gz"
     nib.save(nib.Nifti1Image(np.ones(SHAPE, np.float32), native), str(off))
-    monkeypatch.setattr(AnatCLEmbedder, "fit",
+    monkeypatch.setattr(AnatCLEmbedder, "transform",
                         lambda *a, **k: pytest.fail("embedding started before the refusal"))
     out = tmp_path / "emb.csv"
     assert run(brains[1][0], off, "--conform", "--weights", ckpt, "--output", out) == 2

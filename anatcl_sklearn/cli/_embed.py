@@ -16,6 +16,7 @@ import warnings
 
 from ..images._tables import TABLE_EXTENSIONS
 from ._bids_output import OutputError, check_sources, open_derivative
+from ._embedding import embed_checked
 from ._errors import error, flag_words
 from ._reporter import Reporter
 from ._types import choices, number
@@ -263,7 +264,6 @@ def _read_bids(args):
 
 # ---------------------------------------------------------------- the command
 def _embed(args, reporter):
-    import numpy as np
     import pandas as pd
 
     import anatcl_sklearn
@@ -324,36 +324,28 @@ def _embed(args, reporter):
     labels = [label for label, _ in rows]
     items = [item for _, item in rows]
 
-    try:  # every file read once (its stored voxels, not conformed): damage found up front,
-        # and up to READ_AHEAD_BYTES of the decoded volumes kept for the forward's first reads
+    try:  # every header read, the grid checked: no voxel yet
         images = anatcl_sklearn.check_images(items, name="INPUT", check_finite="auto",
                                              warn_grid=False, conform=args.conform)
-        images._read_ahead(READ_AHEAD_BYTES)
     except (ValueError, TypeError, OSError) as exc:
         raise UserError(_name_rows(str(exc), labels)) from None
     n = len(items)
+    inference = _inference_for(args, n, images, device, precision)
 
     t0 = time.perf_counter()
-    try:
-        # The embedder conforms to the weights' own grid when they record one (the collection
-        # checked against OpenBHB's is then re-checked against it, headers only).
-        est = AnatCLEmbedder(pretrained=weights, fold=args.fold, device=device,
-                             precision=precision, batch_size=args.batch_size,
-                             output=args.output_kind, verbose=0, conform=args.conform,
-                             inference=_inference_for(args, n, images, device, precision))
-        est.fit(images.subset(slice(0, 1)))  # a frozen encoder: fit only loads the weights
-        chunk = _CHUNK_BATCHES * args.batch_size
-        parts = []
-        reporter.progress(0, n)
-        for start in range(0, n, chunk):
-            stop = min(start + chunk, n)
-            parts.append(est.transform(images.subset(slice(start, stop))))
-            reporter.progress(stop, n)
+    # The embedder conforms to the weights' own grid when they record one (the collection
+    # checked against OpenBHB's is then re-checked against it, headers only).
+    est = AnatCLEmbedder(pretrained=weights, fold=args.fold, device=device,
+                         precision=precision, batch_size=args.batch_size,
+                         output=args.output_kind, verbose=0, conform=args.conform,
+                         inference=inference)
+    try:  # every file checked while the weights load, then embedded (cli/_embedding.py)
+        Z = embed_checked(est, images, READ_AHEAD_BYTES, _CHUNK_BATCHES * args.batch_size,
+                          reporter.progress)
         reporter.end_line()
     except (ValueError, TypeError, OSError) as exc:
         reporter.end_line()
         raise UserError(_name_rows(str(exc), labels)) from None
-    Z = np.concatenate(parts, axis=0)
     names = list(est.get_feature_names_out())
     if derivative is not None:
         output = derivative.folder

@@ -117,7 +117,9 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, SharingM
         How ``transform`` runs the frozen network: eager PyTorch, ``torch.compile`` (inductor,
         weights frozen), ONNX Runtime (``[inference-onnx]`` extra) or OpenVINO
         (``[inference-openvino]`` extra; the CPU only, float32). A backend is built once
-        per fitted embedder and input shape (never pickled), checked against the eager
+        per fitted embedder and input shape (never pickled; ONNX Runtime's and OpenVINO's
+        conversions are kept on disk for the next run of the same weights, see
+        ``ANATCL_SKLEARN_INFERENCE_CACHE`` in the user guide), checked against the eager
         forward on its first image (relative error at most 1e-4) and, when it fails to build
         or to agree, replaced by eager with a warning. ``"auto"`` is eager for small runs, on
         GPUs and in bf16, and the fastest installed backend where its build time pays for

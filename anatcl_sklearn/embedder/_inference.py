@@ -22,18 +22,18 @@ eager: nothing was measured there.
 from __future__ import annotations
 
 import contextlib
-import io
+import functools
 import math
 import shutil
 import time
-import warnings
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any
 
-import numpy as np
 import torch
 
 from ..exceptions import warn
 from ..images._grid import OPENBHB_SHAPE
+from ._converted import build_converted
 
 BACKENDS = ("auto", "eager", "compile", "onnx", "openvino")
 
@@ -195,55 +195,12 @@ def _build_compile(forward: Forward, x: torch.Tensor):
     return run
 
 
-def _example(x: torch.Tensor) -> torch.Tensor:
-    """A small input of ``x``'s kind to trace the graph with: tracing runs one forward, and
-    the graph does not depend on the size (the real shape is set after, or left dynamic)."""
-    return x.new_zeros((1, *x.shape[1:2], *(min(s, 32) for s in x.shape[2:])))
-
-
-def _build_onnx(forward: Forward, x: torch.Tensor):
-    import onnxruntime as ort
-
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
-        warnings.simplefilter("ignore")
-        torch.onnx.export(forward, (_example(x),), cast(Any, buffer), dynamo=False,
-                          input_names=["x"], output_names=["z"], do_constant_folding=True,
-                          dynamic_axes={"x": {0: "n", 2: "d", 3: "h", 4: "w"}, "z": {0: "n"}})
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(buffer.getvalue(), options,
-                                   providers=["CPUExecutionProvider"])
-
-    def run(x):
-        (z,) = session.run(["z"], {"x": x.float().contiguous().numpy()})
-        return torch.from_numpy(z)
-
-    return run
-
-
-def _build_openvino(forward: Forward, x: torch.Tensor):
-    import openvino as ov
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = ov.convert_model(forward, example_input=_example(x),
-                                 input=[ov.PartialShape([-1, *x.shape[1:]])])
-    compiled = ov.Core().compile_model(model, "CPU", {
-        "INFERENCE_PRECISION_HINT": "f32",  # never bf16/f16 behind the user's back
-        "INFERENCE_NUM_THREADS": torch.get_num_threads(),
-        "PERFORMANCE_HINT": "LATENCY",
-    })
-
-    def run(x):
-        return torch.from_numpy(np.asarray(compiled(x.float().contiguous().numpy())[0]))
-
-    return run
-
-
-BUILDERS = {"compile": _build_compile, "onnx": _build_onnx, "openvino": _build_openvino}
+#: backend: build(forward, first batch) -> run(x). ONNX Runtime's and OpenVINO's convert the
+#: model once and keep the conversion on disk (embedder/_converted.py).
+BUILDERS: dict[str, Callable[..., Any]] = {
+    "compile": _build_compile,
+    "onnx": functools.partial(build_converted, "onnx"),
+    "openvino": functools.partial(build_converted, "openvino")}
 
 
 # ---------------------------------------------------------------- the runner transform uses
@@ -326,24 +283,31 @@ class Inference:
                 and built.module is self.module and built.versions == versions]
         return min(fits, key=lambda item: item[0])[1] if fits else None
 
-    def _build(self, x: torch.Tensor) -> Built:
-        """Build, check on ``x`` against eager, cache; a failure falls back to eager."""
+    def _build(self, x: torch.Tensor) -> tuple[Built, torch.Tensor | None]:
+        """Build, check on ``x`` against eager, cache; a failure falls back to eager.
+
+        Returns the built backend and its embeddings of ``x`` (None after a fallback), so the
+        first batch is not run twice.
+        """
         key = self._key(len(x))
         versions = _versions(self.module)
         t0 = time.perf_counter()
+        z = None
         try:
-            run = BUILDERS[self.backend](self.forward, x)
-            z = run(x)
+            run, z, error = self._build_checked(x)
+            if error > RTOL and getattr(run, "cache_entry", None) is not None:
+                # a conversion read from the disk cache that disagrees: convert afresh
+                run = build_converted(self.backend, self.forward, x, read_cache=False)
+                z = run(x)
+                error = relative_error(z[:1], self._eager(x[:1]))
         except Exception as exc:  # noqa: BLE001 - any build failure: eager, with the reason
             warn(f"inference={self.backend!r} could not be built ({type(exc).__name__}: "
                  f"{' '.join(str(exc).split())[:300]}); embedding with the eager forward "
                  "instead.", RuntimeWarning)
             built = Built("eager", self._eager, self.module, versions, 0.0)
+            z = None
         else:
             build_s = time.perf_counter() - t0
-            # the first image is enough to catch a wrong conversion, and costs 1/len(x) of
-            # an eager batch (the whole batch was 40% of the command's overhead over 64 files)
-            error = relative_error(z[:1], self._eager(x[:1]))
             if error <= RTOL:
                 built = Built(self.backend, run, self.module, versions, build_s, error)
             else:
@@ -351,11 +315,20 @@ class Inference:
                      f"from the eager forward's on the first image (bound {RTOL:g}); embedding "
                      "with the eager forward instead.", RuntimeWarning)
                 built = Built("eager", self._eager, self.module, versions, build_s, error)
+                z = None
         cache = self.est.__dict__.get("_inference_cache")
         if cache is None:
             cache = self.est.__dict__.setdefault("_inference_cache", BackendCache())
         cache[key] = built
-        return built
+        return built, z
+
+    def _build_checked(self, x: torch.Tensor):
+        """(run, its embeddings of ``x``, relative error of the first against eager)."""
+        run = BUILDERS[self.backend](self.forward, x)
+        z = run(x)
+        # the first image is enough to catch a wrong conversion, and costs 1/len(x) of
+        # an eager batch (the whole batch was 40% of the command's overhead over 64 files)
+        return run, z, relative_error(z[:1], self._eager(x[:1]))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The embeddings of batch ``x`` (already on the device)."""
@@ -364,8 +337,55 @@ class Inference:
         if self.built is None:
             self.built = self._cached(len(x))
             if self.built is None:
-                self.built = self._build(x)
+                self.built, z = self._build(x)
+                if z is not None:  # the check's forward was this batch's
+                    return z
         return self.built.run(x)
+
+
+def prebuild(est: Any, load_image: Callable[[], Any], shape: tuple[int, ...],
+             n_images: int) -> bool:
+    """Build ``est``'s backend before its ``transform`` of ``n_images`` images of ``shape``.
+
+    The build is checked against the eager forward on the image ``load_image()`` returns (as
+    a transform checks it on its first image) and kept in the estimator's cache, where the
+    transform finds it. ``anatcl-sklearn embed`` calls this while it checks the files. Only
+    the backends that take any batch size are built ahead (ONNX Runtime, OpenVINO); for
+    eager, compile (built for its batch's own size) or a shape other than the fitted one,
+    nothing is done and no image is read.
+
+    Parameters
+    ----------
+    est : AnatCLEmbedder
+        Fitted.
+    load_image : callable
+        Returns one of the images to embed, an array of shape ``shape``, as ``transform``
+        will see it.
+    shape : tuple of int
+        (D, H, W) of the images.
+    n_images : int
+        How many images the transform will embed (for ``inference="auto"``).
+
+    Returns
+    -------
+    built : bool
+        Whether a backend was built (or found built).
+    """
+    from ._parallel import unwrap_module
+
+    module = unwrap_module(est.net_.module_)
+    device = next(module.parameters()).device
+    if tuple(shape) != tuple(est.input_shape_):
+        return False
+    module.eval()
+    infer = Inference(est, module, device, n_images, tuple(shape))
+    if infer.backend not in ("onnx", "openvino"):
+        return False
+    if infer._cached(1) is None:
+        x = torch.as_tensor(load_image(), dtype=torch.float32)[None, None].to(device)
+        with torch.inference_mode():
+            infer._build(x)
+    return True
 
 
 @contextlib.contextmanager

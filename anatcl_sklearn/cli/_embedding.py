@@ -1,0 +1,100 @@
+"""The embedding pass of ``anatcl-sklearn embed``: the files checked while the weights load.
+
+Check first, then embed: every file is read and checked (damage, NaN, off the grid) before
+any image is embedded or anything is written. That read takes a while (64 full-size
+``.nii.gz``: 1-2 s on two cores), and so do loading the weights and building the inference
+backend (ONNX Runtime, OpenVINO: from the disk cache, then compared with the eager forward on
+the first image). So those run in a second thread during the check (:class:`Background`; the
+thread reads the first image itself). A bad file is reported as soon as the check meets it,
+without waiting for that thread: it is a daemon, told to stop at its next step. Then the
+images are embedded in chunks, batched as one ``transform`` of them all would batch them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+
+class Background:
+    """``fn(*args, cancelled)`` in a daemon thread; :meth:`result` returns or raises its outcome.
+
+    ``cancelled`` is a :class:`threading.Event` the function may read between its steps; a
+    daemon, so an interrupted command exits without waiting for it.
+    """
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        self.cancelled = threading.Event()
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn, args), daemon=True,
+                                        name="anatcl-embed-weights")
+        self._thread.start()
+
+    def _run(self, fn: Callable[..., Any], args: tuple) -> None:
+        try:
+            self._value = fn(*args, self.cancelled)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller by result()
+            self._error = exc
+
+    def cancel(self) -> None:
+        """Ask the function to stop at its next step; do not wait for it."""
+        self.cancelled.set()
+
+    def result(self) -> Any:
+        """The function's value, once it returned; its exception, raised here."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def _load_weights_and_build(est: Any, first: Any, n_images: int,
+                            cancelled: threading.Event) -> None:
+    """A frozen fit (the weights), then the backend built ahead on the first image."""
+    from ..embedder._inference import prebuild
+
+    est.fit(first)
+    if not cancelled.is_set():  # the first file is read again only if a backend is built
+        prebuild(est, lambda: first.load(0), tuple(first.shape), n_images)
+
+
+def embed_checked(est: Any, images: Any, read_ahead_bytes: int, chunk: int,
+                  progress: Callable[[int, int], None]) -> np.ndarray:
+    """Check every image, then embed them all with ``est`` (fitted here, on the first image).
+
+    Parameters
+    ----------
+    est : AnatCLEmbedder
+        Not fitted: a frozen encoder (``max_epochs`` irrelevant: ``pretrained`` given).
+    images : ImageCollection
+        Headers checked; every volume is read and checked here before any is embedded.
+    read_ahead_bytes : int
+        How much of the checked volumes to keep for the embedding (each file read once).
+    chunk : int
+        Images per ``transform`` call (one progress update each).
+    progress : callable
+        ``progress(done, total)``.
+
+    Returns
+    -------
+    embeddings : ndarray of shape (len(images), n_features)
+    """
+    n = len(images)
+    ready = Background(_load_weights_and_build, est, images.subset(slice(0, 1)), n)
+    progress(0, n)
+    try:
+        images._read_ahead(read_ahead_bytes)
+    except BaseException:
+        ready.cancel()  # the user hears of the file now, not after the weights
+        raise
+    ready.result()
+    parts = []
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        parts.append(est.transform(images.subset(slice(start, stop))))
+        progress(stop, n)
+    return np.concatenate(parts, axis=0)
