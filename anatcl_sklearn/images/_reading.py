@@ -398,7 +398,7 @@ class _ItemImages(ImageCollection):
             return np.load(item.obj, mmap_mode="r")
         # Stored dtype (scaled as the header says); _read or conforming casts it to float32.
         if item.kind == "nifti":  # read whole (ours, not a view of the file), .gz CRC-checked
-            return np.asanyarray(load_nifti(item.obj, self._name).dataobj)
+            return np.asanyarray(load_nifti(item.obj, self._name, hand_over=True).dataobj)
         # a file-backed image is read as its path would be (bounded, .gz CRC-checked); the
         # user's in-memory data is copied in _read
         return image_voxels(item.obj, f"{self._name}: {_label(self._source_at(pos))}",
