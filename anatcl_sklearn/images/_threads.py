@@ -10,7 +10,7 @@ result is handed on first.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
@@ -20,7 +20,7 @@ T = TypeVar("T")
 
 
 def read_in_order(read: Callable[[int], T], positions: Iterable[int],
-                  workers: int = 2) -> Iterator[tuple[int, T]]:
+                  workers: int = 2) -> Generator[tuple[int, T], None, None]:
     """``(position, read(position))`` for each position, in order, read in ``workers`` threads.
 
     At most ``workers`` reads run or wait ahead of the one handed on, so about ``workers + 1``
