@@ -134,11 +134,10 @@ def _inflate_nifti(path, name, keep):
             check_announced(shape, dtype, offset, file_size, True, what,
                             int(hdr.single_vox_offset))
             total = offset + math.prod(shape) * dtype.itemsize
-            raw = bytearray()
-            if keep:
-                raw = bytearray(total)  # the one copy of the voxels: inflated in place
-                raw[:len(prefix)] = prefix
-                got = len(prefix) + fh.readinto(memoryview(raw)[len(prefix):])
+            raw = np.empty(total if keep else 0, dtype=np.uint8)  # not zeroed: all overwritten
+            if keep:  # the one copy of the voxels: inflated in place
+                raw[:len(prefix)] = np.frombuffer(prefix, dtype=np.uint8)
+                got = len(prefix) + fh.readinto(memoryview(raw[len(prefix):]))
             else:
                 got = len(prefix) + fh.skip(total - len(prefix))
             if got < total:
