@@ -34,13 +34,19 @@ from anatcl_sklearn.images._files import nonfinite_voxels  # noqa: E402
 
 
 def read_before(files):
-    """The reader before issue #21, voxel for voxel: GzipFile, join, from_bytes, casts."""
+    """The reader before issue #21, step for step: the headers checked, then each file read
+    by GzipFile, joined, ``from_bytes``, cast, checked finite and kept (as the read-ahead
+    keeps its volumes: fresh memory for each)."""
+    check_images(files)
+    kept = []
     for path in files:
         with gzip.GzipFile(path, "rb") as fh:
             raw = b"".join(iter(lambda fh=fh: fh.read(1 << 20), b""))
         img = nib.Nifti1Image.from_bytes(raw)
         volume = np.ascontiguousarray(np.asanyarray(img.dataobj), dtype=np.float32)
         assert not nonfinite_voxels(volume)
+        kept.append(volume)
+    assert len(kept) == len(files)
 
 
 def read_after(files, workers):
