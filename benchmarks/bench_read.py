@@ -26,11 +26,17 @@ import nibabel as nib
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load_average, machine_header, print_header, wait_for_quiet, write_table  # noqa: E402
-from bench_embed_command import write_files  # noqa: E402
+from _common import (
+    load_average,
+    machine_header,
+    print_header,
+    wait_for_quiet,
+    write_table,
+)
+from bench_embed_command import write_files
 
-from anatcl_sklearn import check_images  # noqa: E402
-from anatcl_sklearn.images._files import nonfinite_voxels  # noqa: E402
+from anatcl_sklearn import check_images
+from anatcl_sklearn.images._files import nonfinite_voxels
 
 
 def read_before(files):

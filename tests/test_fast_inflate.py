@@ -227,7 +227,8 @@ def test_threaded_read_ahead_raises_the_lowest_failing_position(paths, second_ba
     data = np.ones(SHAPE, np.float32)
     data[1, 2, 3] = np.nan
     nib.save(nib.Nifti1Image(data, _affine()), paths[2])  # position 2: a NaN (.nii.gz)
-    blob = open(paths[4], "rb").read()
+    with open(paths[4], "rb") as fh:
+        blob = fh.read()
     if second_bad == "truncated":
         _write_path(paths[4], blob[:len(blob) // 2])
     else:

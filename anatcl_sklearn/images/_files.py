@@ -5,9 +5,9 @@ short file is caught from its size: an uncompressed one holds fewer bytes than a
 ``.nii.gz`` more than deflate can inflate from its size (1032:1). A header announcing more
 than :data:`MAX_VOXELS` voxels per volume is refused before anything is allocated.
 
-:func:`load_nifti` streams a ``.nii.gz`` in chunks (:class:`~._inflate.GzipStream`), keeps the header and the voxels only,
-refuses any data past the voxels (a gzip bomb: a small image followed by gigabytes of
-zeros), and reads it to its end so that its gzip checksum is checked: nibabel alone stops
+:func:`load_nifti` streams a ``.nii.gz`` in chunks (:class:`~._inflate.GzipStream`), keeps
+the header and the voxels only (inflated into one buffer), refuses any data past the voxels
+(a gzip bomb: a small image followed by gigabytes of zeros), and reads it to its end so that its gzip checksum is checked: nibabel alone stops
 reading at the end of the voxel data, before the gzip trailer, so a file damaged mid-stream
 would decode to garbage without an error. Memory stays within the announced (bounded) size.
 
@@ -21,7 +21,6 @@ import math
 import os
 import stat
 import zlib
-
 from typing import Any
 
 import nibabel as nib

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import gzip
 import zlib
-
 from typing import Any, BinaryIO
 
 import numpy as np
