@@ -136,7 +136,7 @@ def _inflate_nifti(path, name, keep):
             raw = np.empty(total if keep else 0, dtype=np.uint8)  # not zeroed: all overwritten
             if keep:  # the one copy of the voxels: inflated in place
                 raw[:len(prefix)] = np.frombuffer(prefix, dtype=np.uint8)
-                got = len(prefix) + fh.readinto(memoryview(raw[len(prefix):]))
+                got = len(prefix) + fh.readinto(raw[len(prefix):].data)
             else:
                 got = len(prefix) + fh.skip(total - len(prefix))
             if got < total:
