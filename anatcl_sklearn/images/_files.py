@@ -5,9 +5,9 @@ short file is caught from its size: an uncompressed one holds fewer bytes than a
 ``.nii.gz`` more than deflate can inflate from its size (1032:1). A header announcing more
 than :data:`MAX_VOXELS` voxels per volume is refused before anything is allocated.
 
-:func:`load_nifti` streams a ``.nii.gz`` in chunks, keeps the header and the voxels only,
-refuses any data past the voxels (a gzip bomb: a small image followed by gigabytes of
-zeros), and reads it to its end so that its gzip checksum is checked: nibabel alone stops
+:func:`load_nifti` streams a ``.nii.gz`` in chunks (:class:`~._inflate.GzipStream`), keeps
+the header and the voxels only (inflated into one buffer), refuses any data past the voxels
+(a gzip bomb: a small image followed by gigabytes of zeros), and reads it to its end so that its gzip checksum is checked: nibabel alone stops
 reading at the end of the voxel data, before the gzip trailer, so a file damaged mid-stream
 would decode to garbage without an error. Memory stays within the announced (bounded) size.
 
@@ -21,7 +21,6 @@ import math
 import os
 import stat
 import zlib
-
 from typing import Any
 
 import nibabel as nib
@@ -30,6 +29,7 @@ from nibabel.arrayproxy import ArrayProxy
 
 from ..exceptions import GridWarning, ImageReadError, warn
 from ._grid import check_affine
+from ._inflate import GzipStream, InflatedProxy
 
 __all__ = ["MAX_HEADER_BYTES", "MAX_VOXELS", "ImageReadError", "check_announced", "check_dtype",
            "check_regular_file", "gz_file_of", "image_voxels", "load_nifti", "nifti_header", "nonfinite_voxels",
@@ -42,8 +42,6 @@ MAX_VOXELS = 1 << 28
 MAX_HEADER_BYTES = 1 << 26
 # deflate inflates at most 1032 bytes per compressed byte (258-byte matches in 2-bit codes)
 _DEFLATE_MAX_RATIO = 1032
-# Chunk size of the streaming gzip reads: bounds what one read holds beside the voxels.
-_GZIP_CHUNK = 1 << 20
 _GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
 
 
@@ -77,9 +75,13 @@ def check_regular_file(path, what, expected="an image file (NIfTI or .npy) on di
         raise ValueError(f"{what} '{path}' is {kind}, not a regular file; expected {expected}.")
 
 
-def load_nifti(path, name="X"):
+def load_nifti(path, name="X", hand_over=False):
     """A nibabel image of a NIfTI file, fully read; a ``.nii.gz`` is streamed, bounded and
     checked against its CRC (see the module docstring).
+
+    A ``.nii.gz``'s voxels are inflated into one buffer that the image's proxy reads without
+    a copy; with ``hand_over=True`` its first whole read (``np.asanyarray(img.dataobj)``)
+    returns that buffer itself and the image is then spent (for callers that read once).
 
     Errors name the file: ValueError (:class:`ImageReadError`) for a damaged, truncated,
     oversized or unreadable file, FileNotFoundError when it is missing.
@@ -98,64 +100,60 @@ def load_nifti(path, name="X"):
         check_announced(img.shape, img.get_data_dtype(), int(img.dataobj.offset),
                         os.path.getsize(path), False, f"{name}: '{path}'", _min_offset(img))
         return img
-    raw, klass = _inflate_nifti(path, name, keep=True)
+    raw, klass, hdr = _inflate_nifti(path, name, keep=True)
     try:
-        return klass.from_bytes(raw)
+        # as nibabel's from_bytes builds it (from_file_map), with the voxels read in place
+        voxels = np.ndarray(hdr.get_data_shape(), hdr.get_data_dtype(), buffer=raw,
+                            offset=int(hdr.get_data_offset()), order="F")
+        img = klass(InflatedProxy(voxels, hdr.copy(), hand_over), None, hdr)
+        img._affine = hdr.get_best_affine()
     except Exception as exc:
         raise ImageReadError(f"{name}: could not read '{path}' as NIfTI: "
                              f"{type(exc).__name__}: {exc}") from exc
-
-
-def _read_exactly(fh, n, parts):
-    """Read ``n`` bytes of ``fh`` in chunks (kept in ``parts`` unless it is None); the count
-    read (less than ``n`` at the end of the stream)."""
-    got = 0
-    while got < n:
-        chunk = fh.read(min(_GZIP_CHUNK, n - got))
-        if not chunk:
-            break
-        got += len(chunk)
-        if parts is not None:
-            parts.append(chunk)
-    return got
+    return img
 
 
 def _inflate_nifti(path, name, keep):
-    """(header and voxel bytes, image class) of a ``.nii.gz``, streamed in chunks.
+    """(header and voxel bytes, image class, header) of a ``.nii.gz``, inflated by
+    :class:`~._inflate.GzipStream`.
 
     The announced size is checked (:func:`check_announced`) before any voxel is read, data
     past the voxels is refused, and the stream is read to its end (every gzip member's CRC
-    and length checked). With ``keep=False`` no voxel is kept (a check in constant memory).
+    and length checked). With ``keep=True`` the bytes are inflated straight into one buffer
+    of the announced size; with ``keep=False`` no voxel is kept (a check in constant memory).
     """
     try:
         with open(path, "rb") as fobj:
             file_size = os.fstat(fobj.fileno()).st_size
-            with gzip.GzipFile(fileobj=fobj, mode="rb") as fh:
-                klass, hdr, prefix = _read_header(fh, path, name)
-                shape, dtype = hdr.get_data_shape(), hdr.get_data_dtype()
-                offset = int(hdr.get_data_offset())
-                what = f"{name}: '{path}'"
-                check_announced(shape, dtype, offset, file_size, True, what,
-                                int(hdr.single_vox_offset))
-                total = offset + math.prod(shape) * dtype.itemsize
-                parts = [prefix]
-                got = len(prefix) + _read_exactly(fh, total - len(prefix),
-                                                  parts if keep else None)
-                if got < total:
-                    raise ImageReadError(
-                        f"{what} is truncated or damaged: its header announces {_dims(shape)} "
-                        f"voxels of "
-                        f"{dtype} ({total} bytes with the header) but its gzip data holds "
-                        f"only {got} bytes.")
-                if fh.read(1):  # also reads the trailer: the CRC is checked here
-                    raise ImageReadError(
-                        f"{what} holds data past the end of its voxel data (its header "
-                        f"announces {_dims(shape)} voxels of {dtype}, {total} bytes with the "
-                        "header): not a NIfTI file as written by any tool (a gzip bomb, or a "
-                        "file concatenated with another?); export it again.")
+            fh = GzipStream(fobj)
+            klass, hdr, prefix = _read_header(fh, path, name)
+            shape, dtype = hdr.get_data_shape(), hdr.get_data_dtype()
+            offset = int(hdr.get_data_offset())
+            what = f"{name}: '{path}'"
+            check_announced(shape, dtype, offset, file_size, True, what,
+                            int(hdr.single_vox_offset))
+            total = offset + math.prod(shape) * dtype.itemsize
+            raw = np.empty(total if keep else 0, dtype=np.uint8)  # not zeroed: all overwritten
+            if keep:  # the one copy of the voxels: inflated in place
+                raw[:len(prefix)] = np.frombuffer(prefix, dtype=np.uint8)
+                got = len(prefix) + fh.readinto(raw[len(prefix):].data)
+            else:
+                got = len(prefix) + fh.skip(total - len(prefix))
+            if got < total:
+                raise ImageReadError(
+                    f"{what} is truncated or damaged: its header announces {_dims(shape)} "
+                    f"voxels of "
+                    f"{dtype} ({total} bytes with the header) but its gzip data holds "
+                    f"only {got} bytes.")
+            if fh.read(1):  # also reads the trailer: the CRC is checked here
+                raise ImageReadError(
+                    f"{what} holds data past the end of its voxel data (its header "
+                    f"announces {_dims(shape)} voxels of {dtype}, {total} bytes with the "
+                    "header): not a NIfTI file as written by any tool (a gzip bomb, or a "
+                    "file concatenated with another?); export it again.")
     except _GZIP_ERRORS as exc:
         raise _damaged(name, path, exc) from exc
-    return (b"".join(parts) if keep else b""), klass
+    return raw, klass, hdr
 
 
 def _read_header(fh, path, name):
@@ -195,9 +193,7 @@ def _read_to(fh, block, offset):
                          f"{MAX_HEADER_BYTES} bytes a header with its extensions may take")
     if offset <= len(block):
         return block
-    parts = [block]
-    _read_exactly(fh, offset - len(block), parts)
-    return b"".join(parts)
+    return block + fh.read(offset - len(block))
 
 
 def _dims(shape):
@@ -269,7 +265,7 @@ def image_voxels(img, what, name="X"):
     dataobj = img.dataobj
     path = gz_file_of(dataobj)
     if path is not None:
-        return np.asanyarray(load_nifti(path, name).dataobj)
+        return np.asanyarray(load_nifti(path, name, hand_over=True).dataobj)
     if isinstance(dataobj, ArrayProxy) and isinstance(dataobj.file_like, str):
         check_announced(dataobj.shape, dataobj.dtype, int(dataobj.offset),
                         os.path.getsize(dataobj.file_like), False, what, _min_offset(img))

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
+from contextlib import closing
+from functools import partial
 from typing import TYPE_CHECKING, NamedTuple, SupportsIndex
 
 import nibabel as nib
@@ -20,6 +22,7 @@ from .._typing import ArrayLike, NDArray
 from ._conform import _VolumeProxy, check_coverage, conform_data
 from ._files import ImageReadError, image_voxels, load_nifti, nonfinite_voxels, out_of_memory
 from ._identity import item_identity
+from ._threads import read_in_order
 
 if TYPE_CHECKING:
     import hashlib
@@ -120,10 +123,13 @@ class ImageCollection:
     def _take_warm(self, pos):
         return None if self._warm is None else self._warm.pop(int(pos), None)
 
-    def _read_ahead(self, max_bytes):
+    def _read_ahead(self, max_bytes, workers=2):
         """Read every volume now and refuse a damaged or non-finite one by name (what
         ``check_finite=True`` does), keeping up to ``max_bytes`` of the decoded volumes for the
-        loads that follow, so a check-then-embed pass reads each file once."""
+        loads that follow, so a check-then-embed pass reads each file once. Files are decoded
+        in ``workers`` threads (``1``: one at a time, in this thread) and checked in order of
+        position: the error raised is the first failing position's, and about ``workers + 1``
+        volumes exist beside those kept."""
         self._scan_finite(eager_files=True)
 
     def __getstate__(self):
@@ -325,34 +331,37 @@ class _ItemImages(ImageCollection):
         item = self._items[pos]
         return item.kind == "image" and not nib.is_proxy(item.obj.dataobj)
 
-    def _scan_finite(self, eager_files):
+    def _scan_finite(self, eager_files, workers=2):
         # the stored voxels decide: conforming them first would only cost time
-        for pos in self._positions:
-            if eager_files or self._in_memory_at(pos):
-                volume, item = self._read(pos, conform=False), self._items[pos]
+        self._check_stored(eager_files, workers if eager_files else 1)
+
+    def _read_ahead(self, max_bytes, workers=2):
+        # the stored voxels, as _scan_finite reads them; kept only where they are what a load
+        # returns (not conformed: conforming is left to the loads, which run alongside the
+        # forward)
+        self._warm = {}
+        self._check_stored(True, workers, self._warm, max_bytes)
+
+    def _check_stored(self, eager_files, workers, warm=None, max_bytes=0):
+        """Read the stored voxels (files only if ``eager_files``) in ``workers`` threads and
+        check them in order of position (the first failing position's error is raised); keep
+        up to ``max_bytes`` of them in ``warm`` when it is given."""
+        positions = [int(p) for p in self._positions if eager_files or self._in_memory_at(p)]
+        kept = 0
+        with closing(read_in_order(partial(self._read, conform=False), positions,
+                                   workers)) as volumes:
+            for pos, volume in volumes:
+                item = self._items[pos]
                 self._check_volume_finite(volume, pos)
                 if self.conformed and item.affine is not None:  # off the grid: refused now
                     assert self.affine is not None  # conformed: the target grid's affine
                     check_coverage(volume, item.affine, self.shape, self.affine,
                                    f"{self._name}: {_label(self._source_at(pos))}")
-
-    def _read_ahead(self, max_bytes):
-        # the stored voxels, as _scan_finite reads them; kept only where they are what a load
-        # returns (not conformed: conforming is left to the loads, which run alongside the
-        # forward)
-        warm: dict[int, np.ndarray] = {}
-        kept = 0
-        self._warm = warm
-        for pos in self._positions:
-            volume, item = self._read(pos, conform=False), self._items[pos]
-            self._check_volume_finite(volume, pos)
-            if self.conformed and item.affine is not None:
-                assert self.affine is not None  # conformed: the target grid's affine
-                check_coverage(volume, item.affine, self.shape, self.affine,
-                               f"{self._name}: {_label(self._source_at(pos))}")
-            elif kept + volume.nbytes <= max_bytes and tuple(volume.shape) == self.shape:
-                warm[int(pos)] = volume
-                kept += volume.nbytes
+                elif (warm is not None and kept + volume.nbytes <= max_bytes
+                      and tuple(volume.shape) == self.shape):
+                    warm[pos] = volume
+                    kept += volume.nbytes
+                del volume
 
     def _read(self, pos, conform=True):
         item = self._items[pos]
@@ -398,7 +407,7 @@ class _ItemImages(ImageCollection):
             return np.load(item.obj, mmap_mode="r")
         # Stored dtype (scaled as the header says); _read or conforming casts it to float32.
         if item.kind == "nifti":  # read whole (ours, not a view of the file), .gz CRC-checked
-            return np.asanyarray(load_nifti(item.obj, self._name).dataobj)
+            return np.asanyarray(load_nifti(item.obj, self._name, hand_over=True).dataobj)
         # a file-backed image is read as its path would be (bounded, .gz CRC-checked); the
         # user's in-memory data is copied in _read
         return image_voxels(item.obj, f"{self._name}: {_label(self._source_at(pos))}",
