@@ -408,3 +408,140 @@ def test_weights_changed_between_two_transforms_are_not_served_by_the_old_build(
     np.testing.assert_array_equal(second, eager)
     assert not np.array_equal(first, second)
     assert fake.converted == 2 and len(os.listdir(cache / "onnx")) == 2
+
+
+# ---------------------------------------------------------------- anatcl-sklearn embed
+@pytest.fixture
+def files(tmp_path, narrow_resnet):
+    import nibabel as nib
+
+    from anatcl_sklearn.images import OPENBHB_AFFINE
+
+    from _embed_helpers import write_weights
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(3):
+        paths.append(str(tmp_path / f"s{i}.nii.gz"))
+        nib.save(nib.Nifti1Image(rng.random(SHAPE, dtype=np.float32), OPENBHB_AFFINE), paths[-1])
+    return write_weights(tmp_path / "w.pth"), paths
+
+
+def _main_thread_in(name):
+    frame = sys._current_frames().get(threading.main_thread().ident)
+    while frame is not None:
+        if frame.f_code.co_name == name and frame.f_code.co_filename.endswith("_embedding.py"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def test_an_interrupt_while_waiting_for_the_weights_stops_their_thread(files, tmp_path,
+                                                                     monkeypatch, capsys):
+    """Ctrl-C once the files are checked, while the weights still load (or the backend
+    builds): the command ends (130, no output) and the thread is told to stop, as it is when
+    the check fails, rather than going on converting in the background."""
+    import signal
+
+    from anatcl_sklearn.cli import _embedding
+
+    from _embed_helpers import run_embed
+
+    weights, paths = files
+    told, done = [], threading.Event()
+
+    def loading(est, first, n_images, cancelled):
+        try:
+            for _ in range(6000):  # until the command waits for this thread (at most 60 s)
+                if _main_thread_in("result"):
+                    break
+                cancelled.wait(0.01)
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+            told.append(cancelled.wait(30))
+        finally:
+            done.set()
+
+    monkeypatch.setattr(_embedding, "_load_weights_and_build", loading)
+    out = tmp_path / "e.csv"
+    assert run_embed(*paths, "--weights", weights, "-o", out) == 130
+    assert done.wait(60) and told == [True]
+    assert "interrupted" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize("damage", ["nan", "truncated"])
+def test_a_bad_first_file_read_by_both_threads_is_named_once(files, tmp_path, capsys, damage,
+                                                             fake):
+    """File 0 is read by the check and by the weights' thread (its fit and the backend's
+    build): one line naming it, whichever thread meets it first."""
+    import nibabel as nib
+
+    from anatcl_sklearn.images import OPENBHB_AFFINE
+
+    from _embed_helpers import error_line, run_embed
+
+    weights, paths = files
+    if damage == "nan":
+        data = np.ones(SHAPE, dtype=np.float32)
+        data[1, 2, 3] = np.nan
+        nib.save(nib.Nifti1Image(data, OPENBHB_AFFINE), paths[0])
+    else:
+        Path(paths[0]).write_bytes(Path(paths[1]).read_bytes()[:300])
+    out = tmp_path / "e.csv"
+    assert run_embed(*paths, "--weights", weights, "--inference", "onnx", "-o", out) == 2
+    assert "s0.nii.gz" in error_line(capsys) and not out.exists()
+    assert fake.converted == 0
+
+
+def test_weights_that_fail_to_load_with_sound_files_are_named(files, tmp_path, capsys, fake):
+    from _embed_helpers import error_line, run_embed
+
+    weights, paths = files
+    state = torch.load(weights)
+    state["model"] = {k: v[..., :1] if v.ndim == 5 else v for k, v in state["model"].items()}
+    torch.save(state, weights)
+    out = tmp_path / "e.csv"
+    assert run_embed(*paths, "--weights", weights, "--inference", "onnx", "-o", out) == 2
+    line = error_line(capsys)
+    assert "w.pth" in line and "mismatch" in line and not out.exists()
+
+
+def test_device_cuda_without_cuda_is_one_line(files, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    from _embed_helpers import error_line, run_embed
+
+    weights, paths = files
+    for inference in ("auto", "onnx"):
+        out = tmp_path / "e.csv"
+        assert run_embed(*paths, "--weights", weights, "--device", "cuda",
+                         "--inference", inference, "-o", out) == 2
+        assert "cuda" in error_line(capsys).lower() and not out.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", range(3))
+def test_a_bad_file_ends_the_process_with_status_2_not_an_abort(tmp_path, run):
+    """The real command, a bad second file met while the weights still load in the daemon
+    thread: the process used to die at exit with "terminate called without an active
+    exception" (status 134, torch's C++ frames unwound by the interpreter's pthread_exit of
+    that thread), after the error line; it now exits 2 with that one line."""
+    import nibabel as nib
+
+    from anatcl_sklearn.images import OPENBHB_AFFINE
+
+    from _embed_helpers import PREFIX, write_weights
+
+    weights = write_weights(tmp_path / "w.pth")  # full width: its load takes a while
+    good, bad = tmp_path / "s0.nii.gz", tmp_path / "s1.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones(SHAPE, np.float32), OPENBHB_AFFINE), good)
+    data = np.ones(SHAPE, np.float32)
+    data[1, 2, 3] = np.nan
+    nib.save(nib.Nifti1Image(data, OPENBHB_AFFINE), bad)
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           _converted.CACHE_ENV_VAR: str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-m", "anatcl_sklearn", "embed", str(good), str(bad),
+                           "--weights", weights, "-o", str(tmp_path / "e.csv")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith(PREFIX) and "s1.nii.gz" in lines[0]
