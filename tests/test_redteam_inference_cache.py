@@ -586,3 +586,63 @@ def test_a_bad_file_ends_the_process_with_status_2_not_an_abort(tmp_path, run):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert lines[0].startswith(PREFIX) and "s1.nii.gz" in lines[0]
+
+
+def test_bids_input_built_ahead_equals_eager_and_a_bad_map_is_named(tmp_path, fake,
+                                                                          narrow_resnet,
+                                                                          capsys, cache):
+    import nibabel as nib
+
+    from anatcl_sklearn.datasets import write_synthetic_bids
+
+    from _embed_helpers import error_line, run_embed, write_weights
+
+    weights = write_weights(tmp_path / "w.pth")
+    study = write_synthetic_bids(tmp_path / "study" / "derivatives" / "cat12", n_subjects=3,
+                                 shape=SHAPE, compress="mixed")
+    outs = {}
+    for inference in ("eager", "onnx"):
+        outs[inference] = tmp_path / inference  # a BIDS derivative folder
+        assert run_embed("--bids", study.root, "--weights", weights, "--inference", inference,
+                         "--batch-size", "2", "-o", outs[inference], quiet=True) == 0
+    assert fake.converted == 1
+    assert ((outs["eager"] / "embeddings.tsv").read_bytes()
+            == (outs["onnx"] / "embeddings.tsv").read_bytes())
+    first = str(sorted(map(str, study.paths))[0])
+    image = nib.load(first)
+    data = np.asarray(image.dataobj, dtype=np.float32).copy()
+    data[1, 2, 3] = np.nan
+    nib.save(nib.Nifti1Image(data, image.affine, image.header), first)
+    out = tmp_path / "bad"
+    assert run_embed("--bids", study.root, "--weights", weights, "--inference", "onnx",
+                     "-o", out) == 2
+    assert Path(first).name in error_line(capsys) and not out.exists()
+
+
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_real_runtime_entry_with_another_entrys_weights_is_refused(fitted, cache, backend):
+    """The real runtimes: an entry whose weights file (OpenVINO's model.bin, ONNX's whole
+    graph) was replaced by another entry's, the manifest adjusted to match, loads and runs;
+    the eager check refuses it, the entry is converted again, the embeddings are eager's."""
+    if not _inference.backend_available(backend):
+        pytest.skip(f"{backend} is not installed (optional extra)")
+    eager = _embed(fitted, inference="eager")
+    _embed(fitted, inference=backend)
+    mine = _entry(cache, backend)
+    other = _fresh(fitted)
+    with torch.no_grad():
+        for p in other.net_.module_.parameters():
+            p.mul_(0.5)
+    _embed(other, inference=backend)
+    (theirs,) = [p for p in (cache / backend).iterdir() if p != mine]
+    name = _converted.FILES[backend][-1]  # model.bin, or model.onnx
+    shutil.copyfile(theirs / name, mine / name)
+    _rewrite_manifest(mine, lambda r: {**r, "files": {**r["files"], name: [
+        (mine / name).stat().st_size, _converted._sha256(mine / name)]}})
+    again = _fresh(fitted)
+    z = _embed(again, inference=backend)
+    err = np.linalg.norm(z - eager, axis=1) / np.linalg.norm(eager, axis=1)
+    assert err.max() <= _inference.RTOL
+    (built,) = again._inference_cache.values()
+    assert built.name == backend and built.run.cache_entry is None  # converted afresh
+    assert (mine / name).read_bytes() != (theirs / name).read_bytes()
