@@ -646,3 +646,76 @@ def test_real_runtime_entry_with_another_entrys_weights_is_refused(fitted, cache
     (built,) = again._inference_cache.values()
     assert built.name == backend and built.run.cache_entry is None  # converted afresh
     assert (mine / name).read_bytes() != (theirs / name).read_bytes()
+
+
+def test_conform_inputs_built_ahead_equal_eager(tmp_path, fake, narrow_resnet, cache):
+    """--conform, the first image on another grid than the rest: the backend built ahead on
+    the conformed first image; the rows are eager's, bit for bit."""
+    import nibabel as nib
+    import pandas as pd
+
+    from anatcl_sklearn.images import OPENBHB_AFFINE
+    from anatcl_sklearn.models import AnatCLModel
+
+    from _embed_helpers import run_embed
+
+    torch.manual_seed(0)
+    weights = tmp_path / "w.pth"
+    torch.save({"opts": {"input_shape": list(SHAPE), "input_affine": OPENBHB_AFFINE.tolist()},
+                "model": AnatCLModel("resnet18").state_dict()}, weights)
+    rng = np.random.default_rng(0)
+    coarse = OPENBHB_AFFINE.copy()
+    coarse[:3, :3] *= 1.5
+    paths = []
+    for i, (shape, affine) in enumerate([((16, 19, 16), coarse), (SHAPE, OPENBHB_AFFINE),
+                                         ((16, 19, 16), coarse)]):
+        paths.append(tmp_path / f"s{i}.nii.gz")
+        nib.save(nib.Nifti1Image(rng.random(shape, dtype=np.float32), affine), paths[-1])
+    tables = {}
+    for inference in ("eager", "onnx"):
+        out = tmp_path / f"{inference}.csv"
+        assert run_embed(*paths, "--weights", weights, "--conform", "--inference", inference,
+                         "--batch-size", "2", "-o", out, quiet=True) == 0
+        tables[inference] = pd.read_csv(out)
+    assert fake.converted == 1
+    pd.testing.assert_frame_equal(tables["eager"], tables["onnx"])
+
+
+def test_a_second_interrupt_while_waiting_at_exit_leaves_at_once(monkeypatch):
+    """At exit the process waits for a cancelled thread (a weights download may take
+    minutes); a second Ctrl-C then leaves at once with status 130, finalization skipped
+    (so no abort either), rather than a traceback from the atexit handler."""
+    import signal
+
+    from anatcl_sklearn.cli import _embedding
+
+    release = threading.Event()
+    exits = []
+
+    def still_loading(cancelled):
+        release.wait(60)
+
+    def exit_now(status):
+        exits.append(status)
+        raise SystemExit(status)
+
+    monkeypatch.setattr(_embedding.os, "_exit", exit_now)
+    monkeypatch.setattr(_embedding.atexit, "register", lambda fn: None)  # called here
+    monkeypatch.setattr(_embedding, "_pending", [])
+    ready = _embedding.Background(still_loading)
+    ready.cancel()
+
+    def interrupt_once_waiting():
+        for _ in range(6000):
+            if _main_thread_in("_join_at_exit"):
+                break
+            release.wait(0.01)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    threading.Thread(target=interrupt_once_waiting, daemon=True).start()
+    try:
+        with pytest.raises(SystemExit):
+            _embedding._join_at_exit()
+    finally:
+        release.set()
+    assert exits == [130]

@@ -13,6 +13,8 @@ images are embedded in chunks, batched as one ``transform`` of them all would ba
 from __future__ import annotations
 
 import atexit
+import os
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -25,12 +27,21 @@ _pending_lock = threading.Lock()
 
 
 def _join_at_exit() -> None:
-    """Wait for the cancelled threads (they stop at their next step) before finalization."""
+    """Wait for the cancelled threads (they stop at their next step) before finalization;
+    a second Ctrl-C while waiting leaves at once (status 130), finalization skipped."""
     with _pending_lock:
         threads = list(_pending)
         _pending.clear()
-    for thread in threads:
-        thread.join()
+    try:
+        for thread in threads:
+            thread.join()
+    except KeyboardInterrupt:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
+        os._exit(130)
 
 
 class Background:
