@@ -719,3 +719,20 @@ def test_a_second_interrupt_while_waiting_at_exit_leaves_at_once(monkeypatch):
     finally:
         release.set()
     assert exits == [130]
+
+
+def test_embed_with_an_unwritable_cache_warns_in_one_line_and_embeds(files, tmp_path, fake,
+                                                                     cache, capsys):
+    """The cache's warning comes from the weights' thread: told once, on one line, the
+    embedding done with the backend (no fallback to eager)."""
+    from _embed_helpers import run_embed
+
+    weights, paths = files
+    cache.parent.mkdir(exist_ok=True)
+    cache.write_text("not a folder")
+    out = tmp_path / "e.csv"
+    assert run_embed(*paths, "--weights", weights, "--inference", "onnx", "-o", out,
+                     quiet=True) == 0
+    err = capsys.readouterr().err
+    assert err.count("could not be kept in the inference cache") == 1, err
+    assert "eager" not in err and out.exists() and fake.converted == 1
