@@ -363,11 +363,13 @@ _CONVERT_SCRIPT = textwrap.dedent("""
     from test_inference_cache import FakeBackend, _images
     from anatcl_sklearn.models import _resnet3d
     _resnet3d._STAGE_WIDTHS = (16, 32, 64, 128)
-    fake = FakeBackend()
-    _converted.BACKENDS["onnx"] = (fake.convert, fake.save, fake.load)
-    _inference.require_backend = lambda name: None
-    est = AnatCLEmbedder(method="simclr", max_epochs=0, batch_size=2, device="cpu",
-                         verbose=0, inference="onnx", random_state=0)
+    backend = sys.argv[3]
+    if backend == "fake":
+        fake = FakeBackend()
+        _converted.BACKENDS["onnx"] = (fake.convert, fake.save, fake.load)
+        _inference.require_backend = lambda name: None
+    est = AnatCLEmbedder(method="simclr", max_epochs=0, batch_size=2, device="cpu", verbose=0,
+                         inference="onnx" if backend == "fake" else backend, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         z = est.fit(_images(2)).transform(_images())
@@ -376,22 +378,27 @@ _CONVERT_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_two_processes_converting_the_same_weights_at_once(tmp_path, cache):
+@pytest.mark.parametrize("backend", ["fake", "onnx", "openvino"])
+def test_two_processes_converting_the_same_weights_at_once(tmp_path, cache, backend):
     """Two real processes convert the same weights into the same cache: both embed, one
     entry is published, no temporary folder is left."""
+    if backend != "fake" and not _inference.backend_available(backend):
+        pytest.skip(f"{backend} is not installed (optional extra)")
+    folder = "onnx" if backend == "fake" else backend
     script = tmp_path / "convert.py"
     script.write_text(_CONVERT_SCRIPT)
     tests = str(Path(__file__).parent)
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
-    procs = [subprocess.Popen([sys.executable, str(script), tests, str(tmp_path / f"z{i}.npy")],
-                              env=env, stderr=subprocess.PIPE) for i in range(2)]
+    procs = [subprocess.Popen([sys.executable, str(script), tests, str(tmp_path / f"z{i}.npy"),
+                               backend], env=env, stderr=subprocess.PIPE) for i in range(2)]
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err.decode()[-2000:]
     np.testing.assert_array_equal(np.load(tmp_path / "z0.npy"), np.load(tmp_path / "z1.npy"))
-    assert len(os.listdir(cache / "onnx")) == 1 and _no_temporaries(cache / "onnx")
-    assert sorted(os.listdir(_entry(cache))) == ["entry.json", "model.onnx"]
+    assert len(os.listdir(cache / folder)) == 1 and _no_temporaries(cache / folder)
+    assert sorted(os.listdir(_entry(cache, folder))) == sorted(
+        ["entry.json", *_converted.FILES[folder]])
 
 
 # ---------------------------------------------------------------- weights that change
