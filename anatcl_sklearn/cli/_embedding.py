@@ -12,6 +12,9 @@ images are embedded in chunks, batched as one ``transform`` of them all would ba
 
 from __future__ import annotations
 
+import atexit
+import os
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -19,11 +22,34 @@ from typing import Any
 import numpy as np
 
 
+_pending: list[threading.Thread] = []
+_pending_lock = threading.Lock()
+
+
+def _join_at_exit() -> None:
+    """Wait for the cancelled threads (they stop at their next step) before finalization;
+    a second Ctrl-C while waiting leaves at once (status 130), finalization skipped."""
+    with _pending_lock:
+        threads = list(_pending)
+        _pending.clear()
+    try:
+        for thread in threads:
+            thread.join()
+    except KeyboardInterrupt:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
+        os._exit(130)
+
+
 class Background:
     """``fn(*args, cancelled)`` in a daemon thread; :meth:`result` returns or raises its outcome.
 
     ``cancelled`` is a :class:`threading.Event` the function may read between its steps; a
-    daemon, so an interrupted command exits without waiting for it.
+    daemon, so a refused or interrupted command tells the user without waiting for it (and
+    waits at exit only, :meth:`cancel`).
     """
 
     def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -41,8 +67,18 @@ class Background:
             self._error = exc
 
     def cancel(self) -> None:
-        """Ask the function to stop at its next step; do not wait for it."""
+        """Ask the function to stop at its next step; do not wait for it here, but at exit.
+
+        A daemon thread still inside torch's C++ code when the interpreter finalizes is ended
+        with ``pthread_exit``, which aborts the process ("terminate called without an active
+        exception", status 134 in place of the command's 2 or 130). So the process waits for
+        it at exit, once the error line is out (:func:`_join_at_exit`).
+        """
         self.cancelled.set()
+        with _pending_lock:
+            if not _pending:
+                atexit.register(_join_at_exit)
+            _pending.append(self._thread)
 
     def result(self) -> Any:
         """The function's value, once it returned; its exception, raised here."""
@@ -88,10 +124,10 @@ def embed_checked(est: Any, images: Any, read_ahead_bytes: int, chunk: int,
     progress(0, n)
     try:
         images._read_ahead(read_ahead_bytes)
+        ready.result()  # an interrupt while waiting for it stops it too
     except BaseException:
         ready.cancel()  # the user hears of the file now, not after the weights
         raise
-    ready.result()
     parts = []
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)

@@ -250,7 +250,7 @@ def _cached(entry: Path, fields: dict[str, Any]):
         return None
     try:
         why = _why_unusable(entry, fields)
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, TypeError, RecursionError):  # nested past json's limit
         why = "unreadable"
     if why is not None:
         _remove(entry)
@@ -320,7 +320,8 @@ def _publish(entry: Path, fields: dict[str, Any], save) -> None:
             atomic_folder(entry, write)
         except FileExistsError:  # another run published it first, or a link sits there
             pass
-    except OSError as exc:
+    except Exception as exc:  # noqa: BLE001 - OSError, or the runtime's own (OpenVINO's
+        # save_model on a full disk: RuntimeError); the conversion in memory still serves
         _warn_once(entry.parent.parent, "unwritable",
                    f"the converted model could not be kept in the inference cache "
                    f"{entry.parent.parent} ({type(exc).__name__}: {exc}); each run converts "
