@@ -268,3 +268,64 @@ def test_real_backend_round_trip_through_the_cache(fitted, cache, backend):
     for z in (first, again):
         err = np.linalg.norm(z - eager, axis=1) / np.linalg.norm(eager, axis=1)
         assert err.max() <= _inference.RTOL
+
+
+# ---------------------------------------------------------------- built ahead (embed's prebuild)
+def test_built_ahead_is_checked_on_the_first_batch_with_no_extra_forward(fitted, fake, cache):
+    X = _images(5)
+    fitted.set_params(inference="onnx", batch_size=2)
+    assert _inference.prebuild(fitted, lambda: X[0], SHAPE, len(X))
+    (built,) = fitted._inference_cache.values()
+    assert fake.runs == 0 and built.reference is not None and built.error is None
+    z = _embed(fitted, X)
+    assert fake.runs == 3  # batches of 2, 2, 1: the check reused the first batch's forward
+    assert built.reference is None and built.error <= _inference.RTOL
+    np.testing.assert_array_equal(z, _embed(fitted, X, "eager"))
+
+
+def test_built_ahead_and_disagreeing_falls_back_on_the_first_batch(fitted, monkeypatch):
+    monkeypatch.setitem(_inference.BUILDERS, "onnx",
+                        lambda forward, x: lambda x: forward(x) * (1 + 10 * _inference.RTOL))
+    monkeypatch.setattr(_inference, "require_backend", lambda name: None)
+    X = _images(3)
+    eager = _embed(fitted, X, "eager")
+    fitted.set_params(inference="onnx")
+    assert _inference.prebuild(fitted, lambda: X[0], SHAPE, len(X))
+    with pytest.warns(RuntimeWarning, match="relative away.*eager"):
+        z = fitted.transform(X)
+    np.testing.assert_array_equal(z, eager)
+    assert [b.name for b in fitted._inference_cache.values()] == ["eager"]
+
+
+@pytest.mark.parametrize("same_first_image", [True, False])
+def test_the_reference_computed_ahead_is_used_for_its_own_image_only(fitted, fake, cache,
+                                                                     same_first_image):
+    """The first batch of another transform (another first image) is compared with eager on
+    its own first image, never with the embedding computed ahead for another image."""
+    X = _images(3)
+    fitted.set_params(inference="onnx")
+    assert _inference.prebuild(fitted, lambda: X[0], SHAPE, len(X))
+    (built,) = fitted._inference_cache.values()
+    image, embedding = built.reference
+    built.reference = (image, embedding * 2)  # wrong: told only where its own image comes
+    Y = X if same_first_image else _images(3, seed=1)
+    if same_first_image:
+        with pytest.warns(RuntimeWarning, match="relative away"):
+            fitted.transform(Y)
+    else:
+        np.testing.assert_array_equal(_embed(fitted, Y), _embed(fitted, Y, "eager"))
+
+
+def test_nothing_is_built_ahead_for_eager_compile_or_another_shape(fitted, fake, cache):
+    read = []
+
+    def load():
+        read.append(1)
+        return _images(1)[0]
+
+    for inference in ("eager", "compile"):
+        fitted.set_params(inference=inference)
+        assert not _inference.prebuild(fitted, load, SHAPE, 10**4)
+    fitted.set_params(inference="onnx")
+    assert not _inference.prebuild(fitted, load, (20, 28, 24), 10)
+    assert read == [] and "_inference_cache" not in vars(fitted)

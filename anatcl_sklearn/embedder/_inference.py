@@ -207,14 +207,18 @@ BUILDERS: dict[str, Callable[..., Any]] = {
 class Built:
     """A built backend for one key: ``run(x)`` and what it was built from."""
 
-    def __init__(self, name: str, run, module: torch.nn.Module, versions: tuple[int, ...],
-                 build_s: float, error: float | None = None) -> None:
+    def __init__(self, name: str, run, module: torch.nn.Module, versions: tuple,
+                 build_s: float, key: tuple, error: float | None = None) -> None:
         self.name = name
         self.run = run
         self.module = module
         self.versions = versions
         self.build_s = build_s
+        self.key = key
         self.error = error  # relative error on the first image, once checked
+        #: (image, its eager embedding), computed ahead by :func:`prebuild`: the check waits
+        #: for the first batch, whose forward it reuses when the batch starts with that image
+        self.reference: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 def _versions(module: torch.nn.Module) -> tuple:
@@ -294,70 +298,98 @@ class Inference:
                 and built.module is self.module and built.versions == versions]
         return min(fits, key=lambda item: item[0])[1] if fits else None
 
-    def _build(self, x: torch.Tensor) -> tuple[Built, torch.Tensor | None]:
-        """Build, check on ``x`` against eager, cache; a failure falls back to eager.
-
-        Returns the built backend and its embeddings of ``x`` (None after a fallback), so the
-        first batch is not run twice.
-        """
-        key = self._key(len(x))
-        versions = _versions(self.module)
-        t0 = time.perf_counter()
-        z = None
-        try:
-            run, z, error = self._build_checked(x)
-            if error > RTOL and getattr(run, "cache_entry", None) is not None:
-                # a conversion read from the disk cache that disagrees: convert afresh
-                run = build_converted(self.backend, self.forward, x, read_cache=False)
-                z = run(x)
-                error = relative_error(z[:1], self._eager(x[:1]))
-        except Exception as exc:  # noqa: BLE001 - any build failure: eager, with the reason
-            warn(f"inference={self.backend!r} could not be built ({type(exc).__name__}: "
-                 f"{' '.join(str(exc).split())[:300]}); embedding with the eager forward "
-                 "instead.", RuntimeWarning)
-            built = Built("eager", self._eager, self.module, versions, 0.0)
-            z = None
-        else:
-            build_s = time.perf_counter() - t0
-            if error <= RTOL:
-                built = Built(self.backend, run, self.module, versions, build_s, error)
-            else:
-                warn(f"inference={self.backend!r} gave embeddings {error:.3g} relative away "
-                     f"from the eager forward's on the first image (bound {RTOL:g}); embedding "
-                     "with the eager forward instead.", RuntimeWarning)
-                built = Built("eager", self._eager, self.module, versions, build_s, error)
-                z = None
+    def _store(self, built: Built) -> Built:
         cache = self.est.__dict__.get("_inference_cache")
         if cache is None:
             cache = self.est.__dict__.setdefault("_inference_cache", BackendCache())
-        cache[key] = built
-        return built, z
+        cache[built.key] = built
+        return built
 
-    def _build_checked(self, x: torch.Tensor):
-        """(run, its embeddings of ``x``, relative error of the first against eager)."""
-        run = BUILDERS[self.backend](self.forward, x)
+    def _fallback(self, built: Built, why: str, error: float | None = None) -> Built:
+        """Eager in ``built``'s place, with a warning saying why."""
+        warn(f"inference={self.backend!r} {why}; embedding with the eager forward instead.",
+             RuntimeWarning)
+        return self._store(Built("eager", self._eager, self.module, built.versions,
+                                 built.build_s, built.key, error))
+
+    def _build(self, x: torch.Tensor, ahead: bool = False) -> tuple[Built, torch.Tensor | None]:
+        """Build for batch ``x``'s key, cache it, and check it on ``x`` (:meth:`_check`).
+
+        Returns the built backend and its embeddings of ``x`` (None after a fallback), so the
+        first batch is not run twice. ``ahead`` (:func:`prebuild`): only the eager embedding
+        of ``x``'s first image is computed; the check waits for the first batch.
+        """
+        versions = _versions(self.module)
+        t0 = time.perf_counter()
+        built = Built(self.backend, None, self.module, versions, 0.0, self._key(len(x)))
+        try:
+            built.run = BUILDERS[self.backend](self.forward, x)
+        except Exception as exc:  # noqa: BLE001 - any build failure: eager, with the reason
+            return self._fallback(built, f"could not be built ({type(exc).__name__}: "
+                                         f"{' '.join(str(exc).split())[:300]})"), None
+        built.build_s = time.perf_counter() - t0
+        self._store(built)
+        if ahead:
+            built.reference = (x[:1], self._eager(x[:1]))
+            return built, None
+        return self._check(built, x)
+
+    def _check(self, built: Built, x: torch.Tensor) -> tuple[Built, torch.Tensor | None]:
+        """Run ``built`` on batch ``x`` and compare its first image's embedding with eager's.
+
+        Within :data:`RTOL`: (built, its embeddings of ``x``). A conversion read back from the
+        disk cache that disagrees or fails to run is converted afresh and checked again;
+        otherwise eager takes its place, with a warning: (eager, None).
+        """
+        reference, built.reference = built.reference, None
+        expected = (reference[1] if reference is not None and torch.equal(x[:1], reference[0])
+                    else None)
+        try:
+            z, error = self._agreement(built.run, x, expected)
+            if error > RTOL and getattr(built.run, "cache_entry", None) is not None:
+                built.run = build_converted(self.backend, self.forward, x, read_cache=False)
+                z, error = self._agreement(built.run, x, expected)
+        except Exception as exc:  # noqa: BLE001 - a backend that fails on the batch: eager
+            return self._fallback(built, f"could not be built ({type(exc).__name__}: "
+                                         f"{' '.join(str(exc).split())[:300]})"), None
+        built.error = error
+        if error <= RTOL:
+            return built, z
+        return self._fallback(built, f"gave embeddings {error:.3g} relative away from the "
+                                     f"eager forward's on the first image (bound {RTOL:g})",
+                              error), None
+
+    def _agreement(self, run, x: torch.Tensor, expected: torch.Tensor | None):
+        """(``run(x)``, the relative error of its first row against ``expected`` or eager's).
+
+        A conversion read back from the disk cache that fails to run (another model's graph
+        under an adjusted manifest) gives (None, inf): :meth:`_check` converts afresh.
+        """
         try:
             z = run(x)
         except Exception:  # noqa: BLE001
             if getattr(run, "cache_entry", None) is None:
                 raise
-            # a conversion read back from the disk cache that fails to run (another
-            # model's graph under an adjusted manifest): _build converts afresh
-            return run, None, math.inf
+            return None, math.inf
         # the first image is enough to catch a wrong conversion, and costs 1/len(x) of
         # an eager batch (the whole batch was 40% of the command's overhead over 64 files)
-        return run, z, relative_error(z[:1], self._eager(x[:1]))
+        if expected is None:
+            expected = self._eager(x[:1])
+        return z, relative_error(z[:1], expected)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The embeddings of batch ``x`` (already on the device)."""
         if self.backend == "eager":
             return self._eager(x)
         if self.built is None:
+            z = None
             self.built = self._cached(len(x))
             if self.built is None:
                 self.built, z = self._build(x)
-                if z is not None:  # the check's forward was this batch's
-                    return z
+            elif self.built.reference is not None:  # built ahead: checked on this batch
+                self.built, z = self._check(self.built, x)
+            if z is not None:  # the check's forward was this batch's
+                return z
         return self.built.run(x)
 
 
@@ -365,9 +397,10 @@ def prebuild(est: Any, load_image: Callable[[], Any], shape: tuple[int, ...],
              n_images: int) -> bool:
     """Build ``est``'s backend before its ``transform`` of ``n_images`` images of ``shape``.
 
-    The build is checked against the eager forward on the image ``load_image()`` returns (as
-    a transform checks it on its first image) and kept in the estimator's cache, where the
-    transform finds it. ``anatcl-sklearn embed`` calls this while it checks the files. Only
+    The build is kept in the estimator's cache, where the transform finds it, with the eager
+    embedding of the image ``load_image()`` returns: the transform's first batch is checked
+    against it (its first image is that image when the transform embeds the same images), so
+    the check costs no forward of the backend beyond the transform's own. ``anatcl-sklearn embed`` calls this while it checks the files. Only
     the backends that take any batch size are built ahead (ONNX Runtime, OpenVINO); for
     eager, compile (built for its batch's own size) or a shape other than the fitted one,
     nothing is done and no image is read.
@@ -402,7 +435,7 @@ def prebuild(est: Any, load_image: Callable[[], Any], shape: tuple[int, ...],
     if infer._cached(1) is None:
         x = torch.as_tensor(load_image(), dtype=torch.float32)[None, None].to(device)
         with torch.inference_mode():
-            infer._build(x)
+            infer._build(x, ahead=True)
     return True
 
 
