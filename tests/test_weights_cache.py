@@ -653,3 +653,22 @@ def test_a_damaged_download_is_refused_then_fetched_again_once(tmp_path, capsys,
     assert not (cache2 / f"{NAME}_fold{FOLD}.pth").exists()
     assert read_digest(cache2 / f"{NAME}_fold{FOLD}.pth") is None
     assert _leftovers(cache2) == []
+
+
+def test_the_finite_check_of_weights_sees_every_tensor_and_no_overflow():
+    """The norms' shortcut: a NaN or inf in any floating tensor (float16 too) is refused by
+    name; values whose squares overflow float32 (1e30) are finite and accepted."""
+    import torch
+
+    from anatcl_sklearn.models._checkpoint import _check_finite
+
+    state = {"a.weight": torch.ones(3, 3), "b.weight": torch.full((4,), 1e30),
+             "c.weight": torch.zeros(2, dtype=torch.float16), "steps": torch.tensor(3),
+             "empty": torch.ones(0)}
+    _check_finite(state, "w.pth")
+    for name, bad in (("a.weight", float("nan")), ("c.weight", float("inf"))):
+        broken = dict(state)
+        broken[name] = state[name].clone()
+        broken[name].view(-1)[1] = bad
+        with pytest.raises(ValueError, match=rf"1 tensor\(s\) hold NaN.*'{name}'"):
+            _check_finite(broken, "w.pth")

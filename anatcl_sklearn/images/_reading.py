@@ -197,10 +197,10 @@ class ImageCollection:
         """
         pos = self._positions[self._check_position(i)]
         volume = self._take_warm(pos)
-        if volume is None:
+        if volume is None:  # (a volume read ahead was checked then)
             volume = self._read(pos)
-        if self.check_finite is not False:
-            self._check_volume_finite(volume, pos)
+            if self.check_finite is not False:
+                self._check_volume_finite(volume, pos)
         return volume
 
     def load_batch(self, indices: ArrayLike | slice) -> NDArray[np.float32]:
@@ -221,10 +221,10 @@ class ImageCollection:
         out = np.empty((len(positions), *self.shape), dtype=np.float32)
         for row, pos in enumerate(positions):
             warm = self._take_warm(pos)
-            if warm is None:
-                self._read_into(pos, out[row])
-            else:
+            if warm is not None:  # checked when it was read ahead
                 out[row] = warm
+                continue
+            self._read_into(pos, out[row])
             if self.check_finite is not False:
                 self._check_volume_finite(out[row], pos)
         return out
