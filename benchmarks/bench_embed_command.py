@@ -24,8 +24,9 @@ Usage::
 
     python benchmarks/bench_embed_command.py --sequential        # N=64, openvino, 3 reps
     python benchmarks/bench_embed_command.py --n 16 --backends eager openvino
+    python benchmarks/bench_embed_command.py --format .nii   # CAT12 writes uncompressed maps
 
-Results: ``benchmarks/output/bench_embed_command.{csv,md}``.
+Results: ``benchmarks/output/bench_embed_command.{csv,md}`` (``_nii`` for ``--format .nii``).
 """
 
 import argparse
@@ -44,8 +45,9 @@ import torch
 FULL = (121, 145, 121)
 
 
-def write_files(folder, n, shape, seed=0):
-    """N smooth, brain-like volumes in [0, 1] (an ellipsoid of smooth noise) as .nii.gz."""
+def write_files(folder, n, shape, seed=0, suffix=".nii.gz"):
+    """N smooth, brain-like volumes in [0, 1] (an ellipsoid of smooth noise), as ``suffix``
+    (.nii.gz, or .nii as CAT12 writes its mwp1 maps)."""
     import nibabel as nib
     from scipy.ndimage import zoom
 
@@ -59,7 +61,7 @@ def write_files(folder, n, shape, seed=0):
         coarse = rng.random(tuple(max(2, s // 8) for s in shape), dtype=np.float32)
         volume = zoom(coarse, [s / c for s, c in zip(shape, coarse.shape)], order=1)
         volume = (np.clip(volume, 0, 1) * mask).astype(np.float32)
-        paths.append(folder / f"sub-{i:03d}_gm.nii.gz")
+        paths.append(folder / f"sub-{i:03d}_gm{suffix}")
         nib.save(nib.Nifti1Image(volume, OPENBHB_AFFINE), str(paths[-1]))
     return paths
 
@@ -68,6 +70,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=64)
     p.add_argument("--shape", type=int, nargs=3, default=FULL)
+    p.add_argument("--format", choices=(".nii.gz", ".nii"), default=".nii.gz",
+                   help="the files' format: .nii.gz (fMRIPrep, deepmriprep) or .nii (CAT12's "
+                        "mwp1 maps, uncompressed)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--backends", nargs="+", default=["openvino"])
@@ -92,7 +97,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="bench-embed-command-") as tmp:
         tmp = Path(tmp)
         t0 = time.perf_counter()
-        paths = write_files(tmp, args.n, shape)
+        paths = write_files(tmp, args.n, shape, suffix=args.format)
         print(f"wrote {args.n} files in {time.perf_counter() - t0:.1f} s "
               f"({sum(p.stat().st_size for p in paths) / 2**20:.0f} MiB)", flush=True)
         torch.manual_seed(0)
@@ -113,10 +118,10 @@ def main(argv=None):
         builds = []
         original_build = _inference.Inference._build
 
-        def timed_build(self, x):
+        def timed_build(self, *args, **kwargs):
             t = time.perf_counter()
             try:
-                return original_build(self, x)
+                return original_build(self, *args, **kwargs)
             finally:
                 builds.append(time.perf_counter() - t)
 
@@ -142,9 +147,11 @@ def main(argv=None):
         for backend in backends:
             builds.clear()
             t = time.perf_counter()
-            cli_main(["embed", *map(str, paths), "--weights", str(weights), "--inference",
-                      backend, "--batch-size", str(args.batch_size), "-o", str(tmp / "cold.csv"),
-                      "-q", "--force"])
+            status = cli_main(["embed", *map(str, paths), "--weights", str(weights),
+                               "--inference", backend, "--batch-size", str(args.batch_size),
+                               "-o", str(tmp / "cold.csv"), "-q", "--force"])
+            if status != 0:
+                raise SystemExit(f"the command failed with status {status}")
             cold[backend] = (time.perf_counter() - t, sum(builds), _common.load_average())
             print(f"  cold {backend} command (conversion into an empty cache): "
                   f"{cold[backend][0]:.2f} s (build {cold[backend][1]:.2f} s)", flush=True)
@@ -202,12 +209,13 @@ def main(argv=None):
                 rows.append([backend, variant, args.n, total, total / args.n, build,
                              total / bare, no_build / bare, load])
                 _common.print_row(header, rows[-1], width=9)
-    notes = [f"shape {shape}, batch {args.batch_size}, {args.threads} thread(s), medians of "
+    notes = [f"{args.format} files, shape {shape}, batch {args.batch_size}, {args.threads} thread(s), medians of "
              f"{args.repeats} interleaved repetitions", note_read,
              ("ratio: the command's total over the bare forward's; ratio_no_build: without "
               "build_s, the backend's first call (conversion, compilation, the first batch's "
               "forward and the one-image eager check)")]
-    _common.write_table("bench_embed_command", header, rows, info, notes)
+    stem = "bench_embed_command" + ("_nii" if args.format == ".nii" else "")
+    _common.write_table(stem, header, rows, info, notes)
     return 0
 
 
