@@ -2,7 +2,6 @@
 (cli/_embedding.py): the same rows, the same error precedence, no wait for a bad file."""
 
 import threading
-import time
 
 import nibabel as nib
 import numpy as np
@@ -56,29 +55,41 @@ def test_rows_equal_one_transform_of_them_all(files, tmp_path, monkeypatch):
 
 def test_a_bad_file_is_told_without_waiting_for_the_weights(files, tmp_path, monkeypatch,
                                                             capsys):
+    """The error line is out while the weights still load; only then does the command wait
+    for that thread (so no thread of the failed run outlives the call)."""
+    from anatcl_sklearn.cli import _embed
+
     weights, paths = files
     _damage(paths[3])
     release = threading.Event()
     started = threading.Event()
+    said_while_loading = []
 
     def slow_fit(self, *args, **kwargs):  # a download that takes its time
         started.set()
         release.wait(60)
         raise RuntimeError("the weights were still loading")
 
+    def wait_for_stopped():
+        said_while_loading.append((started.is_set(), capsys.readouterr().err))
+        release.set()
+        original()
+        assert not [t for t in threading.enumerate() if t.name == "anatcl-embed-weights"]
+
+    original = _embed.wait_for_stopped
+    monkeypatch.setattr(_embed, "wait_for_stopped", wait_for_stopped)
     monkeypatch.setattr(AnatCLEmbedder, "fit", slow_fit)
     monkeypatch.setattr(AnatCLEmbedder, "transform",
                         lambda *a, **k: pytest.fail("embedding started before the refusal"))
     out = tmp_path / "e.csv"
-    t0 = time.monotonic()
     try:
         assert run_embed(*paths, "--weights", weights, "-o", out) == 2
-        waited = time.monotonic() - t0
     finally:
         release.set()
-    assert started.is_set() and waited < 30  # told while the weights were still loading
-    line = error_line(capsys)
-    assert "s3.nii.gz" in line and "NaN" in line
+    ((loading, err),) = said_while_loading
+    assert loading  # the fit had started and was still blocked when the line was out
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "s3.nii.gz" in lines[0] and "NaN" in lines[0]
     assert not out.exists()
 
 

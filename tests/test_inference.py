@@ -382,3 +382,31 @@ def test_cli_missing_backend_is_one_line_with_the_hint(cli_files, tmp_path, monk
     assert "--inference openvino needs" in err[0] and "use --inference eager" in err[0]
     assert not (tmp_path / "o.csv").exists()
     assert _cli(*paths, "--inference", "tensorrt", "-o", tmp_path / "o.csv") == 2
+
+
+def test_volumes_in_memory_are_batched_without_the_reader_thread(fitted, monkeypatch, tmp_path):
+    """Arrays and volumes read ahead are copies from memory: the background reader would only
+    interrupt the forward's threads. Files not read ahead still go through it."""
+    import nibabel as nib
+
+    from anatcl_sklearn import check_images
+    from anatcl_sklearn.embedder import _prefetch
+    from anatcl_sklearn.images import OPENBHB_AFFINE
+
+    used = []
+    original = _prefetch.prefetch_batches
+    monkeypatch.setattr(_prefetch, "prefetch_batches",
+                        lambda *a, **k: used.append(1) or original(*a, **k))
+    X = _images(3)
+    eager = _embed(fitted, X, "eager")
+    assert used == []
+    paths = []
+    for i, volume in enumerate(X):
+        paths.append(str(tmp_path / f"s{i}.nii.gz"))
+        nib.save(nib.Nifti1Image(volume, OPENBHB_AFFINE), paths[-1])
+    np.testing.assert_array_equal(fitted.transform(paths), eager)
+    assert used == [1]
+    images = check_images(paths, check_finite="auto")
+    images._read_ahead(1 << 30)
+    np.testing.assert_array_equal(fitted.transform(images), eager)
+    assert used == [1] and images._warm == {}  # each volume read ahead used once

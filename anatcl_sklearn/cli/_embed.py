@@ -16,7 +16,7 @@ import warnings
 
 from ..images._tables import TABLE_EXTENSIONS
 from ._bids_output import OutputError, check_sources, open_derivative
-from ._embedding import embed_checked
+from ._embedding import embed_checked, wait_for_stopped
 from ._errors import error, flag_words
 from ._reporter import Reporter
 from ._types import choices, number
@@ -412,8 +412,13 @@ def main(argv=None):
             return _embed(args, reporter)
     except UserError as exc:
         reporter.end_line()
-        return error(PROG, exc)  # one line, in the command line's words
+        status = error(PROG, exc)  # one line, in the command line's words
     except KeyboardInterrupt:
         reporter.end_line()
         sys.stderr.write(f"{PROG}: interrupted; no output written.\n")
+        status = 130
+    try:  # the line is out; the weights' thread, told to stop, ends its step
+        wait_for_stopped()
+    except KeyboardInterrupt:  # a second Ctrl-C: leave it to end on its own
         return 130
+    return status

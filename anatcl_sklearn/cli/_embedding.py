@@ -26,6 +26,23 @@ _pending: list[threading.Thread] = []
 _pending_lock = threading.Lock()
 
 
+def wait_for_stopped() -> None:
+    """Wait for the threads :meth:`Background.cancel` stopped (their current step ends).
+
+    ``embed`` calls it once its error line is out, so an in-process caller (a notebook, a
+    test) gets control back with no thread of the failed run still loading weights or
+    drawing from torch's random generator beside its own work.
+    """
+    with _pending_lock:
+        threads = list(_pending)
+    for thread in threads:
+        thread.join()
+    with _pending_lock:
+        for thread in threads:
+            if thread in _pending:
+                _pending.remove(thread)
+
+
 def _join_at_exit() -> None:
     """Wait for the cancelled threads (they stop at their next step) before finalization;
     a second Ctrl-C while waiting leaves at once (status 130), finalization skipped."""

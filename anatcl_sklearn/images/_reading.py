@@ -123,6 +123,13 @@ class ImageCollection:
     def _take_warm(self, pos):
         return None if self._warm is None else self._warm.pop(int(pos), None)
 
+    def _loads_are_copies(self):
+        """Whether every load is a copy from memory (a volume read ahead, or an array or
+        in-memory image that is not conformed): nothing a background reader could hide."""
+        warm = self._warm or {}
+        return all(int(pos) in warm or (self._in_memory_at(pos) and not self.conformed)
+                   for pos in self._positions)
+
     def _read_ahead(self, max_bytes, workers=2):
         """Read every volume now and refuse a damaged or non-finite one by name (what
         ``check_finite=True`` does), keeping up to ``max_bytes`` of the decoded volumes for the
