@@ -9,7 +9,9 @@ them all alike. Per backend and configuration:
 
 - ``s/vol``: median time of one batch over the repetitions, divided by the batch size;
 - ``ratio``: that median over eager's (< 1 is faster);
-- ``first_s``: the first call's cost (build + first run; eager: its first run);
+- ``first_s``: the first call's cost (build + first run; eager: its first run), the
+  conversion included: the inference cache on disk is off here
+  (``ANATCL_SKLEARN_INFERENCE_CACHE=off``; ``bench_embed_command.py`` times a run that reads it);
 - ``build_n``: from how many images on the build pays for itself,
   ``first_s / (eager s/vol - backend s/vol)``;
 - ``rss_MiB``: peak resident memory above the process's before the backend's first call
@@ -38,6 +40,7 @@ Results: ``benchmarks/output/bench_embed_backends.{csv,md}``.
 
 import argparse
 import multiprocessing
+import os
 import statistics
 import subprocess
 import sys
@@ -47,6 +50,10 @@ from concurrent.futures import ProcessPoolExecutor
 
 import _common
 import torch
+
+# every build converts (first_s is the conversion's cost), and ~/.cache is left alone; the
+# worker processes inherit this
+os.environ.setdefault("ANATCL_SKLEARN_INFERENCE_CACHE", "off")
 
 FULL = (121, 145, 121)
 
