@@ -10,9 +10,9 @@ So each conversion is kept in a folder of the inference cache, and the next ``tr
 ``<cache>`` is ``$ANATCL_SKLEARN_INFERENCE_CACHE``, else the ``inference`` folder of the
 weights' cache (``$ANATCL_SKLEARN_CACHE``, else ``~/.cache/anatcl_sklearn``);
 ``ANATCL_SKLEARN_INFERENCE_CACHE=off`` keeps nothing. ``<key>`` is the SHA-256 of everything
-the converted graph depends on (:func:`entry_key`): this layout's version, the backend and its
-package's version, torch's version, the output ("encoder" or "projection"), the volume shape,
-and the weights' content (every parameter and buffer: a fine-tuned or edited model gets its
+the converted graph depends on (:func:`entry_key`): this layout's and this package's versions,
+the backend and its package's version, torch's version, the output ("encoder" or
+"projection"), the volume shape, and the weights' content (every parameter and buffer: a fine-tuned or edited model gets its
 own entry). Deleting the folder is always safe.
 
 What may be found there is not trusted:
@@ -172,10 +172,12 @@ def entry_key(backend: str, forward: torch.nn.Module, shape: tuple[int, ...]) ->
     -------
     fields : dict
     """
+    from .._version import __version__
     from ..models._identity import weights_identity
 
     fields: dict[str, Any] = {
-        "format": FORMAT, "backend": backend, "package": _package_version(backend),
+        "format": FORMAT, "anatcl_sklearn": __version__, "backend": backend,
+        "package": _package_version(backend),
         "torch": torch.__version__, "output": getattr(forward, "output", "encoder"),
         "shape": [int(s) for s in shape],
         "weights": weights_identity(getattr(forward, "module", forward), 0),
