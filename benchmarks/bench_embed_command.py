@@ -84,7 +84,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     import anatcl_sklearn
     from anatcl_sklearn.cli import main as cli_main
-    from anatcl_sklearn.embedder import _inference
+    from anatcl_sklearn.embedder import _inference, _prefetch
     from anatcl_sklearn.models import AnatCLModel
 
     backends = [b for b in args.backends if _inference.backend_available(b)]
@@ -176,16 +176,16 @@ def main(argv=None):
                             for s in range(0, args.n, args.batch_size):
                                 runs[backend](X[s:s + args.batch_size])
                     else:
-                        saved = _inference.batches
+                        saved = _prefetch.batches
                         if variant == "sequential":
-                            _inference.batches = sequential_batches
+                            _prefetch.batches = sequential_batches
                         try:
                             status = cli_main([
                                 "embed", *map(str, paths), "--weights", str(weights),
                                 "--inference", backend, "--batch-size", str(args.batch_size),
                                 "-o", str(tmp / "out.csv"), "-q", "--force"])
                         finally:
-                            _inference.batches = saved
+                            _prefetch.batches = saved
                         if status != 0:
                             raise SystemExit(f"the command failed with status {status}")
                     results[backend, variant].append(

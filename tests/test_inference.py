@@ -14,6 +14,7 @@ from sklearn.base import clone
 from anatcl_sklearn import AnatCLEmbedder
 from anatcl_sklearn.embedder import _inference
 from anatcl_sklearn.exceptions import ImageReadError, InvalidParameterError
+from anatcl_sklearn.embedder import _prefetch as _prefetch_module
 from anatcl_sklearn.embedder._prefetch import prefetch_batches
 
 SHAPE = (24, 28, 24)
@@ -159,7 +160,7 @@ def test_missing_package_names_the_extra(fitted, monkeypatch, backend, extra):
 def test_missing_package_refused_before_reading(fitted, monkeypatch, tmp_path):
     monkeypatch.setattr(_inference, "_module_available", lambda name: False)
     loads = []
-    monkeypatch.setattr(_inference, "batches",
+    monkeypatch.setattr(_prefetch_module, "batches",
                         lambda *a, **k: loads.append(1) or pytest.fail("read images"))
     fitted.set_params(inference="openvino")
     with pytest.raises(ImportError, match="openvino"):

@@ -552,7 +552,9 @@ def test_weights_that_fail_to_load_with_sound_files_are_named(files, tmp_path, c
     assert "w.pth" in line and "mismatch" in line and not out.exists()
 
 
-def test_device_cuda_without_cuda_is_one_line(files, tmp_path, capsys):
+def test_device_cuda_without_cuda_is_one_line(files, fake, tmp_path, capsys):
+    """(``fake``: onnxruntime counts as installed, as in a user's [inference-onnx] install,
+    so the device is what is refused.)"""
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
     from _embed_helpers import error_line, run_embed

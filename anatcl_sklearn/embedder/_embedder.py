@@ -29,7 +29,8 @@ from ..images._grid import (
     describe_affine,
     target_grid,
 )
-from ._inference import Inference, batches
+from . import _prefetch
+from ._inference import Inference
 from ._parallel import unwrap_module
 from ._params import PARAMETER_CONSTRAINTS, validate_params
 from ._plan import check_X
@@ -370,7 +371,7 @@ class AnatCLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, SharingM
         autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16)
                     if self.precision == "bf16" else contextlib.nullcontext())
         out = []
-        with torch.inference_mode(), autocast, batches(
+        with torch.inference_mode(), autocast, _prefetch.batches(
                 images, int(self.batch_size), int(self.num_workers),
                 pin_memory=device.type == "cuda") as loader:
             for x in loader:

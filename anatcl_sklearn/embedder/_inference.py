@@ -21,7 +21,6 @@ eager: nothing was measured there.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import shutil
@@ -437,47 +436,3 @@ def prebuild(est: Any, load_image: Callable[[], Any], shape: tuple[int, ...],
         with torch.inference_mode():
             infer._build(x, ahead=True)
     return True
-
-
-@contextlib.contextmanager
-def batches(images: Any, batch_size: int, num_workers: int, pin_memory: bool):
-    """The batches (tensors of shape (b, 1, D, H, W)) of ``transform``, as a context manager.
-
-    With ``num_workers=0`` a background thread reads ahead (embedder/_prefetch.py) and ends
-    when the block ends, however it ends, unless every volume is a copy from memory (read
-    ahead by ``embed``'s check, or arrays): then the batches are made in this thread, since
-    the reader's copies would only interrupt the forward's threads (0.6 s more over 64
-    full-size volumes on two cores). Otherwise a DataLoader with that many worker processes.
-    """
-    from ._prefetch import prefetch_batches
-    from ._data import SubjectDataset
-
-    if num_workers > 0:
-        loader = torch.utils.data.DataLoader(
-            SubjectDataset(images), batch_size=batch_size, shuffle=False,
-            num_workers=num_workers, pin_memory=pin_memory)
-        yield (batch["x"] for batch, _ in loader)
-        return
-    if images._loads_are_copies():
-        def copies():
-            for start in range(0, len(images), batch_size):
-                x = torch.from_numpy(images.load_batch(slice(start, start + batch_size)))
-                yield x[:, None].pin_memory() if pin_memory else x[:, None]
-
-        yield copies()
-        return
-    sources = images.sources
-
-    def describe(i):
-        return str(sources[i]) if i < len(sources) else ""
-
-    reader: Any = prefetch_batches(images.load, len(images), batch_size, describe=describe)
-    def tensors():
-        for b in reader:
-            x = torch.from_numpy(b)[:, None]
-            yield x.pin_memory() if pin_memory else x
-
-    try:
-        yield tensors()
-    finally:
-        reader.close()
