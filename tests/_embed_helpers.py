@@ -19,6 +19,21 @@ def write_weights(path, seed=0, shape=SHAPE):
     return str(path)
 
 
+def write_images(folder, n, seed=0, shape=SHAPE):
+    """``n`` random volumes on OpenBHB's grid as ``folder/s<i>.nii.gz``; their paths."""
+    import nibabel as nib
+    import numpy as np
+
+    from anatcl_sklearn.images import OPENBHB_AFFINE
+
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        paths.append(str(folder / f"s{i}.nii.gz"))
+        nib.save(nib.Nifti1Image(rng.random(shape, dtype=np.float32), OPENBHB_AFFINE), paths[-1])
+    return paths
+
+
 def run_embed(*argv, quiet=False):
     """``anatcl-sklearn embed ARGV`` in-process; argparse's SystemExit becomes its status."""
     try:

@@ -12,17 +12,12 @@ from anatcl_sklearn import AnatCLEmbedder
 from anatcl_sklearn.embedder import _inference
 from anatcl_sklearn.images import OPENBHB_AFFINE
 
-from _embed_helpers import SHAPE, error_line, run_embed, write_weights
+from _embed_helpers import SHAPE, error_line, run_embed, write_images, write_weights
 
 
 @pytest.fixture
 def files(tmp_path, narrow_resnet):
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(5):
-        paths.append(str(tmp_path / f"s{i}.nii.gz"))
-        nib.save(nib.Nifti1Image(rng.random(SHAPE, dtype=np.float32), OPENBHB_AFFINE), paths[-1])
-    return write_weights(tmp_path / "w.pth"), paths
+    return write_weights(tmp_path / "w.pth"), write_images(tmp_path, 5)
 
 
 def _damage(path):

@@ -460,18 +460,9 @@ def test_weights_edited_through_data_are_not_served_by_the_old_build(fitted, sna
 # ---------------------------------------------------------------- anatcl-sklearn embed
 @pytest.fixture
 def files(tmp_path, narrow_resnet):
-    import nibabel as nib
+    from _embed_helpers import write_images, write_weights
 
-    from anatcl_sklearn.images import OPENBHB_AFFINE
-
-    from _embed_helpers import write_weights
-
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(3):
-        paths.append(str(tmp_path / f"s{i}.nii.gz"))
-        nib.save(nib.Nifti1Image(rng.random(SHAPE, dtype=np.float32), OPENBHB_AFFINE), paths[-1])
-    return write_weights(tmp_path / "w.pth"), paths
+    return write_weights(tmp_path / "w.pth"), write_images(tmp_path, 3)
 
 
 def _main_thread_in(name):
