@@ -117,8 +117,12 @@ def _save_openvino(model: Any, folder: Path) -> None:
 def _load_openvino(model: Any):
     import openvino as ov
 
+    core = ov.Core()
+    # read model.bin into memory rather than mapping it: the compiled model may keep pointing
+    # into the weights, and a file changed in place under a running process would change them
+    core.set_property({"ENABLE_MMAP": False})
     source = str(model / "model.xml") if isinstance(model, Path) else model
-    compiled = ov.Core().compile_model(source, "CPU", {
+    compiled = core.compile_model(source, "CPU", {
         "INFERENCE_PRECISION_HINT": "f32",  # never bf16/f16 behind the user's back
         "INFERENCE_NUM_THREADS": torch.get_num_threads(),
         "PERFORMANCE_HINT": "LATENCY",
