@@ -7,6 +7,7 @@ import os
 import pickle
 import re
 import shlex
+import subprocess
 import sys
 import threading
 import time
@@ -583,11 +584,22 @@ def test_a_pickle_that_runs_code_names_the_call_and_never_runs(tmp_path, payload
         _safe_torch_load(path, "cpu")
     assert not marker.exists()
 
-    if writer == "pickle.dump":
-        # Control: the payload is live, so the assertions above mean something.
-        with open(path, "rb") as fh:
-            pickle.load(fh)
-        assert marker.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("payload", [_System, _Subprocess])
+def test_the_hostile_payloads_are_live(tmp_path, payload):
+    """Control for the test above: the payloads really run when unpickled, so its "never runs"
+    means something. They run in a child process: glibc's system() called from the test process,
+    after ~1,400 tests and OpenVINO's thread pools, once segfaulted inside sigprocmask (the
+    control, never the library, which refuses the payload before any call)."""
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pkl"
+    with open(path, "wb") as fh:
+        pickle.dump({"model": payload(marker)}, fh, protocol=2)
+    subprocess.run([sys.executable, "-c", "import pickle, sys; pickle.load(open(sys.argv[1], 'rb'))",
+                    str(path)], check=True, timeout=60)
+    assert marker.exists()
 
 
 def test_non_finite_weights_are_refused_with_their_names(tmp_path):
