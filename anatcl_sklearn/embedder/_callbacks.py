@@ -7,7 +7,6 @@ Everything around the loop is a callback (skorch's way), so the loop itself stay
 import copy
 import os
 import sys
-import warnings
 
 import numpy as np
 import torch

@@ -23,8 +23,12 @@ What may be found there is not trusted:
   reads a byte; an entry that fails is removed (it is ours: a folder named by a key) and
   converted again. A symbolic link or anything but a folder in an entry's place is left alone
   and not used;
-- every build, from the cache or not, is still checked against the eager forward on its first
-  image (``_inference.py``); a cached entry that fails that check is removed and converted again.
+- a conversion is kept only once it passed the eager check on its first image
+  (``_inference.py``), and ``entry.json`` records on which CPU (:func:`cpu_fingerprint`);
+- an entry read back is checked again each time: on a CPU of that fingerprint, by the same
+  runtime's graph (its weights file) against the eager forward on a small probe volume
+  (``run.probe``: ~0.1 s, where a full-size eager forward costs ~0.8 s of CPU); elsewhere, on
+  the first image in full. An entry that fails is removed and converted again.
 
 A cache that cannot be written (read-only, full disk, not a folder) costs one warning per
 process and folder and a conversion per run, never an error.
@@ -32,10 +36,12 @@ process and folder and a conversion per run, never an error.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
 import os
+import platform
 import shutil
 import stat
 import threading
@@ -48,8 +54,9 @@ import torch
 
 from ..exceptions import warn
 
-#: The version of the entries' layout; another version's entries are never read.
-FORMAT = 1
+#: The version of the entries' layout; another version's entries are never read (2: entries
+#: are kept once checked, with the CPU they were checked on).
+FORMAT = 2
 #: ``ANATCL_SKLEARN_INFERENCE_CACHE``: the cache's folder, or one of :data:`OFF` to keep nothing.
 CACHE_ENV_VAR = "ANATCL_SKLEARN_INFERENCE_CACHE"
 OFF = ("off", "0", "false", "no", "none")
@@ -95,6 +102,8 @@ def _load_onnx(model: bytes | Path):
         (z,) = session.run(["z"], {"x": x.float().contiguous().numpy()})
         return torch.from_numpy(z)
 
+    # the graph's spatial axes are dynamic: the same session takes a probe volume
+    run.probe = run  # type: ignore[attr-defined]
     return run
 
 
@@ -121,16 +130,25 @@ def _load_openvino(model: Any):
     # read model.bin into memory rather than mapping it: the compiled model may keep pointing
     # into the weights, and a file changed in place under a running process would change them
     core.set_property({"ENABLE_MMAP": False})
-    source = str(model / "model.xml") if isinstance(model, Path) else model
-    compiled = core.compile_model(source, "CPU", {
+    graph = core.read_model(str(model / "model.xml")) if isinstance(model, Path) else model
+    config = {
         "INFERENCE_PRECISION_HINT": "f32",  # never bf16/f16 behind the user's back
         "INFERENCE_NUM_THREADS": torch.get_num_threads(),
         "PERFORMANCE_HINT": "LATENCY",
-    })
+    }
+    compiled = core.compile_model(graph, "CPU", config)
 
     def run(x):
         return torch.from_numpy(np.asarray(compiled(x.float().contiguous().numpy())[0]))
 
+    def probe(x):
+        """The same graph and weights, compiled for ``x``'s (small) shape: ~0.1 s."""
+        small = graph.clone()
+        small.reshape(ov.PartialShape(list(x.shape)))
+        once = core.compile_model(small, "CPU", config)
+        return torch.from_numpy(np.asarray(once(x.float().contiguous().numpy())[0]))
+
+    run.probe = probe  # type: ignore[attr-defined]
     return run
 
 
@@ -150,6 +168,24 @@ def cache_dir() -> Path | None:
     from ..models._official import _resolve_cache_dir
 
     return _resolve_cache_dir(None) / "inference"
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_fingerprint() -> str:
+    """What tells this CPU's kind to a runtime choosing its kernels: the architecture, the model
+    name and the instruction-set flags (``/proc/cpuinfo``'s first processor where it exists)."""
+    parts = [platform.machine(), platform.processor()]
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if not line.strip():
+                    break  # the first processor's block is enough
+                name, _, value = line.partition(":")
+                if name.strip() in ("model name", "flags", "Features", "CPU part"):
+                    parts.append(f"{name.strip()}={value.strip()}")
+    except OSError:
+        pass
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
 def _package_version(backend: str) -> str:
@@ -262,10 +298,16 @@ def _cached(entry: Path, fields: dict[str, Any]):
         _remove(entry)
         return None
     try:
-        return BACKENDS[fields["backend"]][2](entry)
+        run = BACKENDS[fields["backend"]][2](entry)
     except Exception:  # noqa: BLE001 - a runtime that cannot read it: convert again
         _remove(entry)
         return None
+    try:
+        recorded = json.loads((entry / _MANIFEST).read_text(encoding="utf-8"))
+        run.checked_here = recorded.get("checked_on") == cpu_fingerprint()
+    except (OSError, ValueError, AttributeError, RecursionError):
+        run.checked_here = False
+    return run
 
 
 # ---------------------------------------------------------------- the builder _inference uses
@@ -285,7 +327,11 @@ def build_converted(backend: str, forward: torch.nn.Module, x: torch.Tensor,
     Returns
     -------
     run : callable
-        With a ``cache_entry`` attribute: the entry it was loaded from, or None.
+        With attributes ``cache_entry``: the entry it was loaded from, or None;
+        ``checked_here`` (read back): whether the entry passed its full check on a CPU of
+        this kind; ``publish``: None, or (a fresh conversion) the call that keeps it in the
+        cache, made by the caller once the conversion passed its check; and ``probe`` where
+        the runtime can run the same graph on a small volume.
     """
     convert, save, load = BACKENDS[backend]
     fields = entry_key(backend, forward, tuple(x.shape[1:]))
@@ -297,12 +343,13 @@ def build_converted(backend: str, forward: torch.nn.Module, x: torch.Tensor,
             run.cache_entry = entry
             return run
     model = convert(forward, x)
-    if entry is not None:
-        if not read_cache:
-            _remove(entry)
-        _publish(entry, fields, lambda folder: save(model, folder))
+    if entry is not None and not read_cache:
+        _remove(entry)
     run = load(model)
     run.cache_entry = None
+    # kept once checked: an entry on disk is one that agreed with the eager forward in full
+    run.publish = (None if entry is None else
+                   functools.partial(_publish, entry, fields, lambda folder: save(model, folder)))
     return run
 
 
@@ -315,8 +362,9 @@ def _publish(entry: Path, fields: dict[str, Any], save) -> None:
         save(folder)
         files = {name: [os.path.getsize(folder / name), _sha256(folder / name)]
                  for name in FILES[fields["backend"]]}
-        (folder / _MANIFEST).write_text(json.dumps({"fields": fields, "files": files},
-                                                   indent=1), encoding="utf-8")
+        (folder / _MANIFEST).write_text(json.dumps(
+            {"fields": fields, "files": files, "checked_on": cpu_fingerprint()}, indent=1),
+            encoding="utf-8")
 
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,7 @@ import torch
 
 from ..exceptions import warn
 from ..images._grid import OPENBHB_SHAPE
+from ._built import BackendCache, Built, _versions
 from ._converted import build_converted
 
 BACKENDS = ("auto", "eager", "compile", "onnx", "openvino")
@@ -42,6 +43,12 @@ BACKENDS = ("auto", "eager", "compile", "onnx", "openvino")
 #: in float32 (benchmarks/RESULTS.md); 1e-4 leaves room for other CPUs'
 #: kernels while refusing anything that changes an embedding in a way a probe could see.
 RTOL = 1e-4
+
+#: The edge of the probe volume (at most; smaller images keep their own shape) on which a
+#: conversion read back from the inference cache is checked against the eager forward: the
+#: same graph and weights file on ``PROBE_EDGE``^3 uniform voxels (a fixed seed) cost ~0.1 s,
+#: where the eager forward of one full-size image costs ~0.8 s of CPU (``_converted.py``).
+PROBE_EDGE = 40
 
 #: "auto" tries these in order (fastest first, as measured: OpenVINO 0.39-0.57x eager's time
 #: per volume, compile 0.47-0.66x, ONNX Runtime 0.67-0.98x) and takes the first installed.
@@ -57,23 +64,6 @@ AUTO_MIN_IMAGES = {"openvino": 32, "compile": 128, "onnx": 128}
 #: The extra that installs each optional backend.
 EXTRAS = {"onnx": ("inference-onnx", "onnxruntime onnx"),
           "openvino": ("inference-openvino", "openvino")}
-
-
-class BackendCache(dict):
-    """The built backends of one estimator; pickled, deep-copied and copied empty.
-
-    Compiled or converted modules hold native state that neither pickles nor belongs to a
-    copy of the estimator (which may be refitted); they are rebuilt on the next ``transform``.
-    """
-
-    def __reduce__(self):
-        return (type(self), ())
-
-    def __copy__(self):
-        return type(self)()
-
-    def __deepcopy__(self, memo):
-        return type(self)()
 
 
 # ---------------------------------------------------------------- availability and choice
@@ -203,39 +193,6 @@ BUILDERS: dict[str, Callable[..., Any]] = {
 
 
 # ---------------------------------------------------------------- the runner transform uses
-class Built:
-    """A built backend for one key: ``run(x)`` and what it was built from."""
-
-    def __init__(self, name: str, run, module: torch.nn.Module, versions: tuple,
-                 build_s: float, key: tuple, error: float | None = None) -> None:
-        self.name = name
-        self.run = run
-        self.module = module
-        self.versions = versions
-        self.build_s = build_s
-        self.key = key
-        self.error = error  # relative error on the first image, once checked
-        #: (image, its eager embedding), computed ahead by :func:`prebuild`: the check waits
-        #: for the first batch, whose forward it reuses when the batch starts with that image
-        self.reference: tuple[torch.Tensor, torch.Tensor] | None = None
-
-
-def _versions(module: torch.nn.Module) -> tuple:
-    """What tells the weights' values now; any change rebuilds the backend.
-
-    Each tensor's in-place version counter and storage, and the L2 norm of each floating
-    one: an edit through ``.data`` (``p.data.mul_(2)``) bumps no counter, the norms see it
-    (one multi-tensor pass, ~15 ms for ResNet-18 on two cores). Not seen: a permutation of
-    the values within one tensor, or a flipped sign, made through ``.data``.
-    """
-    tensors = [t.detach() for t in (*module.parameters(), *module.buffers())]
-    floats = [t for t in tensors if t.is_floating_point()]
-    with torch.no_grad():
-        norms = (torch.stack(torch._foreach_norm(floats)).float().cpu().numpy().tobytes()
-                 if floats else b"")
-    return (tuple(t._version for t in tensors), tuple(t.data_ptr() for t in tensors), norms)
-
-
 class Inference:
     """Embed batches with the backend ``est.inference`` asks for, building it on first use.
 
@@ -323,6 +280,14 @@ class Inference:
         built = Built(self.backend, None, self.module, versions, 0.0, self._key(len(x)))
         try:
             built.run = BUILDERS[self.backend](self.forward, x)
+            if getattr(built.run, "checked_here", False) and hasattr(built.run, "probe"):
+                # read back, and checked in full on a CPU of this kind when it was kept
+                error = self._probe(built.run, x)
+                if error <= RTOL:
+                    built.error = error
+                    built.build_s = time.perf_counter() - t0
+                    return self._store(built), None
+                built.run = build_converted(self.backend, self.forward, x, read_cache=False)
         except Exception as exc:  # noqa: BLE001 - any build failure: eager, with the reason
             return self._fallback(built, f"could not be built ({type(exc).__name__}: "
                                          f"{' '.join(str(exc).split())[:300]})"), None
@@ -353,6 +318,10 @@ class Inference:
                                          f"{' '.join(str(exc).split())[:300]})"), None
         built.error = error
         if error <= RTOL:
+            publish = getattr(built.run, "publish", None)
+            if publish is not None:  # a fresh conversion, kept now that it is checked
+                built.run.publish = None
+                publish()
             return built, z
         return self._fallback(built, f"gave embeddings {error:.3g} relative away from the "
                                      f"eager forward's on the first image (bound {RTOL:g})",
@@ -376,6 +345,20 @@ class Inference:
             expected = self._eager(x[:1])
         return z, relative_error(z[:1], expected)
 
+    def _probe(self, run, x: torch.Tensor) -> float:
+        """The relative error of ``run.probe`` against the eager forward on a probe volume of
+        ``x``'s kind (at most :data:`PROBE_EDGE` voxels a side, uniform in [0, 1), a fixed
+        seed: torch's own generator is not drawn from); inf when the probe fails to run."""
+        shape = tuple(min(int(s), PROBE_EDGE) for s in x.shape[2:])
+        generator = torch.Generator().manual_seed(0)
+        probe = torch.rand((1, *x.shape[1:2], *shape), generator=generator,
+                           dtype=torch.float32).to(x.device)
+        try:
+            z = run.probe(probe)
+        except Exception:  # noqa: BLE001 - another model's graph, a damaged file: convert again
+            return math.inf
+        return relative_error(z, self._eager(probe))
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The embeddings of batch ``x`` (already on the device)."""
         if self.backend == "eager":
@@ -394,23 +377,20 @@ class Inference:
 
 def prebuild(est: Any, load_image: Callable[[], Any], shape: tuple[int, ...],
              n_images: int) -> bool:
-    """Build ``est``'s backend before its ``transform`` of ``n_images`` images of ``shape``.
-
-    The build is kept in the estimator's cache, where the transform finds it, with the eager
-    embedding of the image ``load_image()`` returns: the transform's first batch is checked
-    against it (its first image is that image when the transform embeds the same images), so
-    the check costs no forward of the backend beyond the transform's own. ``anatcl-sklearn embed`` calls this while it checks the files. Only
-    the backends that take any batch size are built ahead (ONNX Runtime, OpenVINO); for
-    eager, compile (built for its batch's own size) or a shape other than the fitted one,
-    nothing is done and no image is read.
+    """Build ``est``'s backend before its ``transform`` of ``n_images`` images of ``shape``
+    (``anatcl-sklearn embed`` calls it while it checks the files), keeping it in the
+    estimator's cache where the transform finds it. A conversion read back from the disk
+    cache is checked here on the probe (:meth:`Inference._probe`); a fresh one keeps the eager
+    embedding of ``load_image()``, against which the transform's first batch is checked
+    without a second forward. Only ONNX Runtime and OpenVINO (any batch size) are built
+    ahead: for other backends, or a shape other than the fitted one, no image is read.
 
     Parameters
     ----------
     est : AnatCLEmbedder
         Fitted.
     load_image : callable
-        Returns one of the images to embed, an array of shape ``shape``, as ``transform``
-        will see it.
+        Returns one of the images to embed (an array of shape ``shape``).
     shape : tuple of int
         (D, H, W) of the images.
     n_images : int
