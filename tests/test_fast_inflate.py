@@ -253,14 +253,14 @@ def test_a_later_failure_never_wins_over_an_earlier_one(paths, monkeypatch):
     later_failed = threading.Event()
     original = _reading._ItemImages._read
 
-    def read(self, pos, conform=True):
+    def read(self, pos, conform=True, out=None):
         if pos == 2:
             later_failed.set()
             raise ValueError("position 2 is bad")
         if pos == 1:
             later_failed.wait(timeout=30)
             raise ValueError("position 1 is bad")
-        return original(self, pos, conform)
+        return original(self, pos, conform, out)
 
     monkeypatch.setattr(_reading._ItemImages, "_read", read)
     with pytest.raises(ValueError, match="position 1 is bad"):

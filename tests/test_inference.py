@@ -410,4 +410,4 @@ def test_volumes_in_memory_are_batched_without_the_reader_thread(fitted, monkeyp
     images = check_images(paths, check_finite="auto")
     images._read_ahead(1 << 30)
     np.testing.assert_array_equal(fitted.transform(images), eager)
-    assert used == [1] and images._warm == {}  # each volume read ahead used once
+    assert used == [1] and len(images._warm) == 0  # each volume read ahead used once

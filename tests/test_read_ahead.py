@@ -99,3 +99,66 @@ def test_embed_reads_each_file_once(paths, count_reads, tmp_path, narrow_resnet)
     assert main(["embed", *paths, "--weights", str(weights), "--output", str(out), "-q"]) == 0
     assert sorted(count_reads) == sorted(paths)
     assert len(pd.read_csv(out)) == 4
+
+
+# ---------------------------------------------------------------- decoded into batch blocks
+def test_read_ahead_decodes_into_batches_that_load_batch_hands_over(paths, count_reads):
+    fresh = check_images(paths, check_finite=False).load_batch(slice(None))
+    count_reads.clear()
+    images = check_images(paths)
+    images._read_ahead(1 << 30, batch_size=3)  # blocks (0, 1, 2) and (3,)
+    blocks = dict(images._warm._blocks)
+    assert sorted(blocks) == [(0, 1, 2), (3,)]
+    first = images.load_batch(slice(0, 3))
+    assert first is blocks[0, 1, 2]  # the block itself: no copy
+    assert first.flags.c_contiguous and first.dtype == np.float32
+    np.testing.assert_array_equal(first, fresh[:3])
+    last = images.subset([3]).load_batch(slice(None))  # a subset shares the read-ahead
+    assert last is blocks[3,]
+    np.testing.assert_array_equal(last, fresh[3:])
+    assert sorted(count_reads) == sorted(paths) and len(images._warm) == 0
+    again = images.load_batch(slice(0, 3))  # one use: read again, a new array
+    assert again is not first and sorted(count_reads) == sorted(paths + paths[:3])
+    np.testing.assert_array_equal(again, fresh[:3])
+
+
+def test_a_volume_taken_alone_is_never_handed_over_again_in_its_block(paths):
+    """load(1) hands out a row of the block (0, 1): the block is not handed over after, so the
+    caller's edits to that volume reach no later load."""
+    fresh = check_images(paths, check_finite=False).load_batch(slice(None))
+    images = check_images(paths)
+    images._read_ahead(1 << 30, batch_size=2)
+    mine = images.load(1)
+    mine[...] = -1.0
+    batch = images.load_batch(slice(0, 2))
+    np.testing.assert_array_equal(batch, fresh[:2])  # row 1 read again from its file
+    assert not np.shares_memory(batch, mine)
+    np.testing.assert_array_equal(images.load_batch(slice(2, 4)), fresh[2:])
+
+
+def test_other_batches_than_the_blocks_still_get_the_checked_volumes(paths, count_reads):
+    fresh = check_images(paths, check_finite=False).load_batch(slice(None))
+    count_reads.clear()
+    images = check_images(paths)
+    images._read_ahead(1 << 30, batch_size=2)
+    np.testing.assert_array_equal(images.load_batch([1, 2]), fresh[1:3])  # across blocks
+    np.testing.assert_array_equal(images.load_batch([3, 0]), fresh[[3, 0]])
+    assert sorted(count_reads) == sorted(paths)
+
+
+def test_blocks_keep_to_the_byte_budget(paths):
+    images = check_images(paths)
+    volume = int(np.prod(SHAPE)) * 4
+    images._read_ahead(3 * volume, batch_size=2)  # one block of two, then one volume alone
+    assert sorted(images._warm._blocks) == [(0, 1)]
+    assert sorted(images._warm) == [0, 1, 2]
+
+
+def test_a_bad_file_in_a_block_is_still_named_and_nothing_is_kept(paths):
+    with open(paths[2], "r+b") as fh:  # an .nii: its voxels end in NaN
+        fh.seek(-4, 2)
+        fh.write(np.float32(np.nan).tobytes())
+    images = check_images(paths)
+    with pytest.raises(ValueError, match="s2.nii"):
+        images._read_ahead(1 << 30, batch_size=2)
+    assert images.load_batch([0]).shape == (1, *SHAPE)

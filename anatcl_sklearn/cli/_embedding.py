@@ -140,7 +140,7 @@ def embed_checked(est: Any, images: Any, read_ahead_bytes: int, chunk: int,
     ready = Background(_load_weights_and_build, est, images.subset(slice(0, 1)), n)
     progress(0, n)
     try:
-        images._read_ahead(read_ahead_bytes)
+        images._read_ahead(read_ahead_bytes, batch_size=int(est.batch_size))
         ready.result()  # an interrupt while waiting for it stops it too
     except BaseException:
         ready.cancel()  # the user hears of the file now, not after the weights

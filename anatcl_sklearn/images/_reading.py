@@ -12,7 +12,6 @@ from __future__ import annotations
 import operator
 from collections.abc import Sequence
 from contextlib import closing
-from functools import partial
 from typing import TYPE_CHECKING, NamedTuple, SupportsIndex
 
 import nibabel as nib
@@ -23,6 +22,7 @@ from ._conform import _VolumeProxy, check_coverage, conform_data
 from ._files import ImageReadError, image_voxels, load_nifti, nonfinite_voxels, out_of_memory
 from ._identity import item_identity
 from ._threads import read_in_order
+from ._warm import WarmVolumes
 
 if TYPE_CHECKING:
     import hashlib
@@ -118,25 +118,26 @@ class ImageCollection:
 
     # Decoded volumes that a check pass read (:meth:`_read_ahead`), each taken by the first load
     # of its position and then dropped: a bounded, one-use read-ahead, never pickled.
-    _warm: dict | None = None
+    _warm: WarmVolumes | None = None
 
     def _take_warm(self, pos):
-        return None if self._warm is None else self._warm.pop(int(pos), None)
+        return None if self._warm is None else self._warm.take(pos)
 
     def _loads_are_copies(self):
         """Whether every load is a copy from memory (a volume read ahead, or an array or
         in-memory image that is not conformed): nothing a background reader could hide."""
-        warm = self._warm or {}
+        warm = self._warm if self._warm is not None else ()
         return all(int(pos) in warm or (self._in_memory_at(pos) and not self.conformed)
                    for pos in self._positions)
 
-    def _read_ahead(self, max_bytes, workers=2):
+    def _read_ahead(self, max_bytes, workers=2, batch_size=None):
         """Read every volume now and refuse a damaged or non-finite one by name (what
         ``check_finite=True`` does), keeping up to ``max_bytes`` of the decoded volumes for the
         loads that follow, so a check-then-embed pass reads each file once. Files are decoded
         in ``workers`` threads (``1``: one at a time, in this thread) and checked in order of
         position: the error raised is the first failing position's, and about ``workers + 1``
-        volumes exist beside those kept."""
+        volumes exist beside those kept. With ``batch_size``, files are decoded into blocks
+        that ``load_batch`` of those positions returns without a copy (images/_warm.py)."""
         self._scan_finite(eager_files=True)
 
     def __getstate__(self):
@@ -225,6 +226,9 @@ class ImageCollection:
             A new C-contiguous array, in the order of ``indices``.
         """
         positions = self._positions[self._resolve(indices)]
+        block = None if self._warm is None else self._warm.take_block(positions)
+        if block is not None:  # read ahead into this very batch, checked then: no copy
+            return block
         out = np.empty((len(positions), *self.shape), dtype=np.float32)
         for row, pos in enumerate(positions):
             warm = self._take_warm(pos)
@@ -342,21 +346,27 @@ class _ItemImages(ImageCollection):
         # the stored voxels decide: conforming them first would only cost time
         self._check_stored(eager_files, workers if eager_files else 1)
 
-    def _read_ahead(self, max_bytes, workers=2):
+    def _read_ahead(self, max_bytes, workers=2, batch_size=None):
         # the stored voxels, as _scan_finite reads them; kept only where they are what a load
-        # returns (not conformed: conforming is left to the loads, which run alongside the
-        # forward)
-        self._warm = {}
-        self._check_stored(True, workers, self._warm, max_bytes)
+        # returns (not conformed: conforming is left to the loads, alongside the forward)
+        self._warm = WarmVolumes()
+        self._check_stored(True, workers, self._warm, max_bytes, batch_size)
+        self._warm.finish()
 
-    def _check_stored(self, eager_files, workers, warm=None, max_bytes=0):
-        """Read the stored voxels (files only if ``eager_files``) in ``workers`` threads and
-        check them in order of position (the first failing position's error is raised); keep
-        up to ``max_bytes`` of them in ``warm`` when it is given."""
+    def _check_stored(self, eager_files, workers, warm=None, max_bytes=0, batch_size=None):
+        """Read the stored voxels (files only if ``eager_files``) in ``workers`` threads, check
+        them in order of position (the first failing one's error raised); keep up to
+        ``max_bytes`` of them in ``warm`` (decoded into its blocks of ``batch_size``)."""
         positions = [int(p) for p in self._positions if eager_files or self._in_memory_at(p)]
         kept = 0
-        with closing(read_in_order(partial(self._read, conform=False), positions,
-                                   workers)) as volumes:
+        if warm is not None and batch_size and not self.conformed:
+            kept = warm.plan(positions, self.shape, batch_size, max_bytes)
+
+        def read(pos):
+            return self._read(pos, conform=False,
+                              out=None if warm is None else warm.destination(pos))
+
+        with closing(read_in_order(read, positions, workers)) as volumes:
             for pos, volume in volumes:
                 item = self._items[pos]
                 self._check_volume_finite(volume, pos)
@@ -364,13 +374,13 @@ class _ItemImages(ImageCollection):
                     assert self.affine is not None  # conformed: the target grid's affine
                     check_coverage(volume, item.affine, self.shape, self.affine,
                                    f"{self._name}: {_label(self._source_at(pos))}")
-                elif (warm is not None and kept + volume.nbytes <= max_bytes
-                      and tuple(volume.shape) == self.shape):
-                    warm[pos] = volume
-                    kept += volume.nbytes
+                elif warm is not None and (warm.is_planned(pos, volume) or (  # counted in plan
+                        kept + volume.nbytes <= max_bytes and volume.shape == self.shape)):
+                    kept += 0 if warm.is_planned(pos, volume) else volume.nbytes
+                    warm.keep(pos, volume)
                 del volume
 
-    def _read(self, pos, conform=True):
+    def _read(self, pos, conform=True, out=None):
         item = self._items[pos]
         source = _label(self._source_at(pos))
         try:
@@ -405,6 +415,9 @@ class _ItemImages(ImageCollection):
                 check_coverage(raw, item.affine, self.shape, self.affine, f"{self._name}: {source}")
                 return conform_data(raw, item.affine, self.shape, self.affine, self._order)
             if item.kind == "nifti":
+                if out is not None and out.shape == raw.shape:  # a read-ahead block's row
+                    np.copyto(out, raw, casting="unsafe")
+                    return out
                 return np.ascontiguousarray(raw, dtype=np.float32)  # usually Fortran-ordered
             # A memory map of the .npy, or the user's image data: always copy.
             return np.array(raw, dtype=np.float32, order="C")

@@ -70,6 +70,6 @@ def _hash_tree(obj, h):
     elif isinstance(obj, torch.Tensor):
         flat = obj.detach().cpu().contiguous().reshape(-1)
         h.update(f"{obj.dtype}{tuple(obj.shape)}".encode())
-        h.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+        h.update(flat.view(torch.uint8).numpy() if flat.numel() else b"")  # no copy
     else:
         h.update(repr(obj).encode())
