@@ -162,3 +162,34 @@ def test_a_bad_file_in_a_block_is_still_named_and_nothing_is_kept(paths):
     with pytest.raises(ValueError, match="s2.nii"):
         images._read_ahead(1 << 30, batch_size=2)
     assert images.load_batch([0]).shape == (1, *SHAPE)
+
+
+def test_the_read_ahead_asks_numpy_for_no_huge_pages_and_restores_the_setting(paths,
+                                                                              monkeypatch):
+    from anatcl_sklearn.images import _warm
+
+    core = getattr(np, "_core", None) or np.core
+    real = core.multiarray._set_madvise_hugepage
+    calls, seen = [], []
+
+    def switch(value):
+        calls.append(value)
+        return real(value)
+
+    monkeypatch.setattr(core.multiarray, "_set_madvise_hugepage", switch)
+    before = real(True)
+    real(before)
+    original = _reading._ItemImages._read
+
+    def read(self, pos, conform=True, out=None):
+        seen.append(real(False))  # the setting while the files are decoded
+        real(seen[-1])
+        return original(self, pos, conform, out)
+
+    monkeypatch.setattr(_reading._ItemImages, "_read", read)
+    check_images(paths)._read_ahead(1 << 30, batch_size=2)
+    assert calls == [False, before] and set(seen) == {False}
+    assert real(before) == before  # restored
+    with pytest.raises(RuntimeError, match="boom"), _warm.no_hugepages():
+        raise RuntimeError("boom")
+    assert real(before) == before and calls[-2:] == [False, before]

@@ -22,7 +22,7 @@ from ._conform import _VolumeProxy, check_coverage, conform_data
 from ._files import ImageReadError, image_voxels, load_nifti, nonfinite_voxels, out_of_memory
 from ._identity import item_identity
 from ._threads import read_in_order
-from ._warm import WarmVolumes
+from ._warm import WarmVolumes, no_hugepages
 
 if TYPE_CHECKING:
     import hashlib
@@ -350,7 +350,8 @@ class _ItemImages(ImageCollection):
         # the stored voxels, as _scan_finite reads them; kept only where they are what a load
         # returns (not conformed: conforming is left to the loads, alongside the forward)
         self._warm = WarmVolumes()
-        self._check_stored(True, workers, self._warm, max_bytes, batch_size)
+        with no_hugepages():
+            self._check_stored(True, workers, self._warm, max_bytes, batch_size)
         self._warm.finish()
 
     def _check_stored(self, eager_files, workers, warm=None, max_bytes=0, batch_size=None):

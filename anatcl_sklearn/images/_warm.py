@@ -12,10 +12,34 @@ first batches into fresh memory cost ~0.3 s of the forward's thread over 64 full
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
+
+
+@contextlib.contextmanager
+def no_hugepages() -> Iterator[None]:
+    """New numpy arrays without ``madvise(MADV_HUGEPAGE)`` inside the block (then restored).
+
+    numpy asks Linux for transparent huge pages on arrays of 4 MiB and more; where the kernel
+    then compacts memory on the fault (``defrag=madvise``, its default), writing a few hundred
+    MiB of freshly allocated volumes once stalls: 0.4 s of a 1.6-2.0 s read-ahead of 64
+    full-size files, measured on two cores. The read-ahead's volumes are written once and read
+    once, so huge pages buy it nothing. Performance only: where numpy has no such switch, or
+    another thread allocates meanwhile, nothing changes but the time.
+    """
+    core = getattr(np, "_core", None) or getattr(np, "core", None)
+    switch = getattr(getattr(core, "multiarray", None), "_set_madvise_hugepage", None)
+    if switch is None:
+        yield
+        return
+    before = switch(False)
+    try:
+        yield
+    finally:
+        switch(before)
 
 
 class WarmVolumes:
