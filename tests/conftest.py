@@ -98,3 +98,15 @@ def narrow_resnet(request, monkeypatch):
 
 def assert_close(a, b, **kw):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), **kw)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """The inference cache of one test (``$ANATCL_SKLEARN_INFERENCE_CACHE``, not created yet),
+    its warn-once memory cleared: for the tests of the converted models kept on disk."""
+    from anatcl_sklearn.embedder import _converted
+
+    folder = tmp_path / "inference-cache"
+    monkeypatch.setenv(_converted.CACHE_ENV_VAR, str(folder))
+    monkeypatch.setattr(_converted, "_warned", set())
+    return folder

@@ -33,14 +33,6 @@ def fitted(narrow_resnet):
     return est.fit(_images(2))
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    folder = tmp_path / "inference-cache"
-    monkeypatch.setenv(_converted.CACHE_ENV_VAR, str(folder))
-    monkeypatch.setattr(_converted, "_warned", set())
-    return folder
-
-
 class FakeBackend:
     """convert/save/load of a stand-in runtime: counts conversions and loads from disk."""
 

@@ -36,14 +36,6 @@ def fitted(narrow_resnet):
 
 
 @pytest.fixture
-def cache(tmp_path, monkeypatch):
-    folder = tmp_path / "inference-cache"
-    monkeypatch.setenv(_converted.CACHE_ENV_VAR, str(folder))
-    monkeypatch.setattr(_converted, "_warned", set())
-    return folder
-
-
-@pytest.fixture
 def fake(monkeypatch):
     backend = FakeBackend()
     monkeypatch.setitem(_converted.BACKENDS, "onnx", (backend.convert, backend.save, backend.load))
